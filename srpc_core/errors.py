@@ -1,0 +1,150 @@
+"""Exceptions raised by srpc itself, and the family of `RemoteError` classes.
+
+Every srpc failure derives from `SrpcError` and also from the built-in exception a Python
+programmer would reach for (`ConfigError` is a `ValueError`, `CallTimeoutError` is a
+`TimeoutError`, ...), so code can catch either.
+"""
+
+from __future__ import annotations
+
+import builtins
+import threading
+from dataclasses import dataclass
+
+
+class SrpcError(Exception):
+    """Base class of every error srpc raises on its own account."""
+
+
+class ConfigError(SrpcError, ValueError):
+    """`srpc.toml` (or an argument standing in for it) is invalid."""
+
+
+class PluginError(SrpcError):
+    """A plugin could not be loaded or misbehaves."""
+
+
+class PluginConflictError(PluginError):
+    """Two plugins offer the same transport or codec name."""
+
+
+class MissingDependencyError(SrpcError, ImportError):
+    """A plugin needs an optional dependency that is not installed."""
+
+
+class TransportError(SrpcError, ConnectionError):
+    """The connection to the peer failed or broke."""
+
+
+class ServerUnavailableError(TransportError):
+    """No srpc server answered at the configured address."""
+
+
+class CallTimeoutError(SrpcError, TimeoutError):
+    """The peer did not answer within the configured timeout."""
+
+
+class ProtocolError(SrpcError):
+    """The peer sent bytes that do not follow the srpc protocol."""
+
+
+class MismatchError(ProtocolError):
+    """Client and server disagree on protocol version, codec, transport or service."""
+
+
+class FrameTooLargeError(ProtocolError, ValueError):
+    """A message is larger than `max_message_bytes`."""
+
+
+class CodecError(SrpcError):
+    """Base class of codec failures."""
+
+
+class EncodeError(CodecError, TypeError):
+    """The codec cannot carry a value (its type is named in the message)."""
+
+
+class DecodeError(CodecError, ValueError):
+    """The bytes are not a valid message for this codec."""
+
+
+class UnknownProcedureError(SrpcError, AttributeError):
+    """The called procedure is not declared by the service's interface."""
+
+
+class RemoteError(SrpcError):
+    """An exception raised by the server whose class the client may not recreate.
+
+    The client gets a subclass named like the remote class that also derives from the nearest
+    built-in base of the remote class, so `except ValueError` still catches a remote
+    `class Boom(ValueError)`.
+
+    Attributes:
+        remote_type: the remote class name, e.g. ``"Boom"``.
+        remote_module: the module the remote class was defined in.
+        remote_traceback: the server's formatted traceback, or None unless the server's
+            config sets ``send_tracebacks = true``.
+    """
+
+    remote_type: str = "RemoteError"
+    remote_module: str = ""
+    remote_traceback: str | None = None
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.remote_traceback:
+            text += "\n\nRemote traceback:\n" + self.remote_traceback
+        return text
+
+
+_remote_classes: dict[tuple[str, str, str], type[RemoteError]] = {}
+_remote_classes_lock = threading.Lock()
+
+
+def builtin_exception(name: str) -> type[BaseException] | None:
+    """Return the built-in exception class called `name`, or None."""
+    candidate = getattr(builtins, name, None)
+    if isinstance(candidate, type) and issubclass(candidate, BaseException):
+        return candidate
+    return None
+
+
+def remote_error_class(name: str, module: str, base: str) -> type[RemoteError]:
+    """Return (and cache) a `RemoteError` subclass standing in for a remote exception class.
+
+    `base` names the nearest built-in base of the remote class; it is only honoured when it is a
+    built-in `Exception` subclass (never `SystemExit`, `KeyboardInterrupt` or friends).
+    """
+    key = (name, module, base)
+    with _remote_classes_lock:
+        cls = _remote_classes.get(key)
+        if cls is None:
+            cls = _build_remote_error_class(name, module, base)
+            _remote_classes[key] = cls
+        return cls
+
+
+def _build_remote_error_class(name: str, module: str, base: str) -> type[RemoteError]:
+    namespace = {"remote_type": name, "remote_module": module, "__module__": "srpc_core.remote"}
+    builtin_base = builtin_exception(base)
+    identifier = name if name.isidentifier() else "RemoteError"
+    if builtin_base is not None and issubclass(builtin_base, Exception):
+        try:
+            return type(identifier, (RemoteError, builtin_base), namespace)
+        except TypeError:  # a built-in whose C layout cannot be mixed in
+            pass
+    return type(identifier, (RemoteError,), namespace)
+
+
+@dataclass(frozen=True)
+class ErrorContext:
+    """Passed to `srpc_error_to_wire` and `srpc_error_from_wire`.
+
+    Attributes:
+        interface: the service's interface class; its module is the allow-list of exception
+            classes that are recreated as themselves in the client.
+        send_tracebacks: whether the server may include the remote traceback.
+    """
+
+    interface: type
+    send_tracebacks: bool = False

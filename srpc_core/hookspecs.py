@@ -1,0 +1,82 @@
+"""The srpc hook specifications: every way a plugin can extend srpc.
+
+A plugin is a module (or object) with functions named like these and decorated with
+``@srpc_core.hookimpl``, made known through the ``srpc`` entry-point group of its distribution.
+Hooks that *register* things run once per process; no hook runs per message (per-call work runs
+through the objects plugins register). docs/plugins.md is the guide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from srpc_core.codec import Codec
+    from srpc_core.errors import ErrorContext
+    from srpc_core.observer import CallObserver, ServerInfo
+    from srpc_core.protocol import WireError
+    from srpc_core.transport import Transport, TransportSettings
+
+hookspec = pluggy.HookspecMarker("srpc")
+hookimpl = pluggy.HookimplMarker("srpc")
+
+#: ``register(name, factory)``: `factory(settings)` returns a `Transport` (usually the class).
+RegisterTransport = Callable[[str, "Callable[[TransportSettings], Transport]"], None]
+#: ``register(name, factory)``: `factory(options)` returns a `Codec` (usually the class).
+RegisterCodec = Callable[[str, "Callable[..., Codec]"], None]
+#: ``register(observer)``: add a `CallObserver` to the starting server.
+RegisterObserver = Callable[["CallObserver"], None]
+#: ``register(name, help, configure, run)``: add a ``srpc <name>`` subcommand;
+#: `configure(parser)` adds arguments to an argparse parser, `run(args)` returns an exit code.
+RegisterCommand = Callable[[str, str, Callable[[Any], None], Callable[[Any], int]], None]
+
+
+@hookspec
+def srpc_register_transports(register: RegisterTransport) -> None:
+    """Offer transports: call ``register("name", TransportClass)`` for each.
+
+    The factory is called with a `TransportSettings` only when srpc.toml selects the name, so
+    import optional dependencies inside it and raise `MissingDependencyError` naming the pip
+    extra when they are missing.
+    """
+
+
+@hookspec
+def srpc_register_codecs(register: RegisterCodec) -> None:
+    """Offer codecs: call ``register("name", CodecClass)`` for each.
+
+    The factory is called with the codec's options mapping (its ``[srpc.<name>]`` table) only
+    when srpc.toml selects the name.
+    """
+
+
+@hookspec(firstresult=True)
+def srpc_error_to_wire(error: BaseException, context: ErrorContext) -> WireError | None:
+    """Describe an exception raised by a procedure for the error response.
+
+    The first non-None result wins; the built-in mapper runs last. Return None to leave the
+    exception to the next mapper. Never include a traceback unless ``context.send_tracebacks``.
+    """
+
+
+@hookspec(firstresult=True)
+def srpc_error_from_wire(error: WireError, context: ErrorContext) -> BaseException | None:
+    """Turn an error response back into the exception the caller will see.
+
+    The first non-None result wins; the built-in mapper runs last. Must never import a module
+    or evaluate text the server sent: resolve names only against built-ins, srpc's own errors
+    and ``context.interface``'s module.
+    """
+
+
+@hookspec
+def srpc_register_call_observers(register: RegisterObserver, server: ServerInfo) -> None:
+    """Called once as a server starts: ``register(observer)`` to watch every call it serves."""
+
+
+@hookspec
+def srpc_register_commands(register: RegisterCommand) -> None:
+    """Add subcommands to the ``srpc`` command line (the zmq plugin adds ``srpc broker``)."""

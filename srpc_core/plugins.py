@@ -1,0 +1,187 @@
+"""Finding plugins and looking up the transports and codecs they offer.
+
+Plugins come from the ``srpc`` entry-point group, srpc's own built-ins included. A plugin that
+fails to import is reported by name (`srpc plugins`, and in the error when its name is asked
+for) instead of crashing the process. ``SRPC_DISABLE_PLUGINS=a,b`` blocks plugins by name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+import pluggy
+
+from srpc_core import hookspecs
+from srpc_core.codec import Codec
+from srpc_core.errors import ConfigError, PluginConflictError, PluginError
+from srpc_core.observer import CallObserver, ServerInfo
+from srpc_core.transport import Transport, TransportSettings
+
+ENTRY_POINT_GROUP = "srpc"
+DISABLE_ENV_VAR = "SRPC_DISABLE_PLUGINS"
+log = logging.getLogger("srpc")
+
+
+@dataclass
+class PluginInfo:
+    """One plugin as `srpc plugins` shows it."""
+
+    name: str
+    distribution: str
+    version: str
+    module: str
+    error: str | None = None  # why it failed to load, if it did
+    transports: list[str] = field(default_factory=list)
+    codecs: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Offer:
+    """A name -> factory registration and who made it."""
+
+    name: str
+    factory: Callable[..., Any]
+    plugin: PluginInfo
+
+
+class Plugins:
+    """The loaded plugins of this process and the names they offer."""
+
+    def __init__(self, extra_plugins: Mapping[str, object] | None = None) -> None:
+        self.manager = pluggy.PluginManager("srpc")
+        self.manager.add_hookspecs(hookspecs)
+        self.infos: dict[str, PluginInfo] = {}
+        self._load_entry_points()
+        for name, plugin in (extra_plugins or {}).items():
+            self.add(name, plugin)
+        self.manager.check_pending()
+        self.transports = self._collect("srpc_register_transports", "transport")
+        self.codecs = self._collect("srpc_register_codecs", "codec")
+
+    # -- loading ----------------------------------------------------------------------------
+
+    def add(self, name: str, plugin: object, distribution: str = "(registered in code)") -> None:
+        """Register a plugin object directly (tests, applications embedding a plugin)."""
+        self.manager.register(plugin, name=name)
+        module = getattr(plugin, "__name__", type(plugin).__name__)
+        self.infos[name] = PluginInfo(name, distribution, "", module)
+
+    def _load_entry_points(self) -> None:
+        disabled = {n.strip() for n in os.environ.get(DISABLE_ENV_VAR, "").split(",") if n.strip()}
+        for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+            if entry_point.name in disabled:
+                self.manager.set_blocked(entry_point.name)
+                continue
+            self._load_entry_point(entry_point)
+
+    def _load_entry_point(self, entry_point: EntryPoint) -> None:
+        dist = entry_point.dist
+        info = PluginInfo(
+            name=entry_point.name,
+            distribution=dist.name if dist else "?",
+            version=dist.version if dist else "?",
+            module=entry_point.value,
+        )
+        if entry_point.name in self.infos:
+            other = self.infos[entry_point.name]
+            raise PluginConflictError(
+                f"two plugins are named {entry_point.name!r}: one from distribution "
+                f"{other.distribution!r}, one from {info.distribution!r}; uninstall one of them"
+            )
+        self.infos[entry_point.name] = info
+        try:
+            plugin = entry_point.load()
+            self.manager.register(plugin, name=entry_point.name)
+        except Exception as exc:  # a broken third-party plugin must not take srpc down
+            info.error = f"{type(exc).__name__}: {exc}"
+            log.warning("srpc plugin %r (%s) failed to load: %s", info.name, info.module, info.error)
+
+    def _collect(self, hook_name: str, kind: str) -> dict[str, Offer]:
+        offers: dict[str, Offer] = {}
+        for impl in getattr(self.manager.hook, hook_name).get_hookimpls():
+            info = self.infos.setdefault(
+                impl.plugin_name, PluginInfo(impl.plugin_name, "?", "?", impl.plugin_name)
+            )
+
+            def register(name: str, factory: Callable[..., Any], info: PluginInfo = info) -> None:
+                if name in offers:
+                    other = offers[name].plugin
+                    raise PluginConflictError(
+                        f"two plugins offer the {kind} {name!r}: plugin {other.name!r} from "
+                        f"distribution {other.distribution!r} and plugin {info.name!r} from "
+                        f"distribution {info.distribution!r}; uninstall one, or block one with "
+                        f"{DISABLE_ENV_VAR}={info.name}"
+                    )
+                offers[name] = Offer(name, factory, info)
+                (info.transports if kind == "transport" else info.codecs).append(name)
+
+            impl.function(register=register)
+        return offers
+
+    # -- lookups ----------------------------------------------------------------------------
+
+    def transport(self, name: str, settings: TransportSettings, source: str = "") -> Transport:
+        """Build the transport registered as `name`."""
+        transport = self._lookup(self.transports, name, "transport", source)(settings)
+        if not isinstance(transport, Transport):
+            raise PluginError(f"the factory of transport {name!r} did not return a Transport")
+        if not transport.name:
+            transport.name = name  # type: ignore[misc]
+        return transport
+
+    def codec(self, name: str, options: Mapping[str, Any], source: str = "") -> Codec:
+        """Build the codec registered as `name`."""
+        codec = self._lookup(self.codecs, name, "codec", source)(options)
+        if not isinstance(codec, Codec):
+            raise PluginError(f"the factory of codec {name!r} did not return a Codec")
+        if not codec.name:
+            codec.name = name  # type: ignore[misc]
+        return codec
+
+    def _lookup(self, offers: dict[str, Offer], name: str, kind: str, source: str) -> Any:
+        if name in offers:
+            return offers[name].factory
+        where = f"{source}: [srpc] " if source and source != "defaults" else ""
+        message = (
+            f"{where}{kind} = {name!r} is not a registered {kind}; valid choices: "
+            f"{', '.join(sorted(offers)) or '(none)'}"
+        )
+        broken = [i for i in self.infos.values() if i.error]
+        if broken:
+            message += "; plugins that failed to load: " + ", ".join(
+                f"{i.name} ({i.error})" for i in broken
+            )
+        raise ConfigError(message + ". Run `srpc plugins` to see what is installed.")
+
+    def call_observers(self, server: ServerInfo) -> list[CallObserver]:
+        """Ask every plugin for the observers of a starting server."""
+        observers: list[CallObserver] = []
+        self.manager.hook.srpc_register_call_observers(register=observers.append, server=server)
+        return observers
+
+
+_plugins: Plugins | None = None
+_plugins_lock = threading.Lock()
+
+
+def get_plugins() -> Plugins:
+    """The process-wide `Plugins`, loaded on first use."""
+    global _plugins
+    if _plugins is None:
+        with _plugins_lock:
+            if _plugins is None:
+                _plugins = Plugins()
+    return _plugins
+
+
+def reset_plugins() -> None:
+    """Forget the loaded plugins (the next `get_plugins` loads them again)."""
+    global _plugins
+    with _plugins_lock:
+        _plugins = None

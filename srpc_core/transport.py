@@ -1,0 +1,107 @@
+"""The Transport interface: how messages (byte strings) travel between client and server.
+
+A transport is a small class registered under a name in `srpc_register_transports` (see
+docs/plugins.md). It makes two kinds of object:
+
+* a `Channel` on the client side (`Transport.connect`): one conversation with a server, used by
+  one thread at a time: send a request message, wait for its response message;
+* a `Listener` on the server side (`Transport.listen`): accepts peers and, for every request
+  message, calls the `Handler` the server gave it and sends back what the handler returns.
+
+Transports move bytes only. Encoding, the handshake and dispatch are the core's business.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+#: Called by a listener for every request message; returns the response message. It is
+#: thread-safe, never raises for bad input (it answers with an error message instead), and may
+#: take as long as the user's procedure takes.
+Handler = Callable[[bytes], bytes]
+
+
+@dataclass(frozen=True)
+class TransportSettings:
+    """What a transport is constructed with.
+
+    Attributes:
+        options: the transport's own table in srpc.toml (``[srpc.<name>]``), possibly empty.
+        max_message_bytes: the largest message either side may send; a transport must refuse a
+            larger incoming message *before* allocating memory for it.
+        timeout: seconds to wait for a connection or a response before giving up.
+    """
+
+    options: Mapping[str, Any] = field(default_factory=dict)
+    max_message_bytes: int = 16 * 1024 * 1024
+    timeout: float = 30.0
+
+
+class Channel(ABC):
+    """A client's connection to one server. Used by one thread at a time."""
+
+    @abstractmethod
+    def request(self, message: bytes, timeout: float) -> bytes:
+        """Send `message`, then wait at most `timeout` seconds for the response message.
+
+        Raise `srpc_core.errors.CallTimeoutError` on timeout, `TransportError` if the
+        connection broke (the client then discards this channel), and `FrameTooLargeError` if
+        the response exceeds `max_message_bytes`.
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connection. Must be idempotent."""
+
+
+class Listener(ABC):
+    """A server's bound endpoint. Created bound (so "address in use" surfaces at once)."""
+
+    #: Where clients reach this listener, as a URL such as ``tcp://127.0.0.1:5000``.
+    address: str
+    #: The bound port (the real one when port 0 was asked for), or 0 where ports do not apply.
+    port: int
+
+    @abstractmethod
+    def serve_forever(self) -> None:
+        """Accept peers and serve requests until `shutdown` is called. Blocks."""
+
+    @abstractmethod
+    def shutdown(self) -> None:
+        """Ask `serve_forever` to return: stop accepting, let calls in flight finish and send
+        their responses, then close. Must not block, and must be safe to call from any thread
+        or from a signal handler."""
+
+
+class Transport(ABC):
+    """A way to carry srpc messages. Subclasses take a `TransportSettings` in `__init__`."""
+
+    #: The name this transport is registered under; filled in by the registry if left empty.
+    name: ClassVar[str] = ""
+
+    def __init__(self, settings: TransportSettings) -> None:
+        self.settings = settings
+
+    @abstractmethod
+    def connect(self, host: str, port: int, timeout: float) -> Channel:
+        """Open a channel to the server at host/port within `timeout` seconds.
+
+        Raise `srpc_core.errors.ServerUnavailableError` when nobody answers there, with a
+        message like ``"no srpc server at tcp://127.0.0.1:5000: is it running?"``.
+        """
+
+    @abstractmethod
+    def listen(self, host: str, port: int, handler: Handler) -> Listener:
+        """Bind a listener at host/port (port 0 = any free port) that serves `handler`.
+
+        Raise `OSError` with a clear message if the address is taken.
+        """
+
+    def url(self, host: str, port: int) -> str:
+        """The address as a URL for messages, e.g. ``tcp://127.0.0.1:5000``."""
+        if ":" in host:  # IPv6 literal
+            host = f"[{host}]"
+        return f"{self.name}://{host}:{port}"
