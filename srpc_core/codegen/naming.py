@@ -1,0 +1,61 @@
+"""The naming convention that ties a package to its interface, implementation and stubs.
+
+``calc`` -> ``CalcInterface`` in ``calc/calc_interface.py``, ``Calc`` in ``calc/calc.py``,
+``SrpcCalcServerStub`` in ``srpc_calc_server_stub.py`` and ``SrpcCalcClientStub`` in
+``srpc_calc_client_stub.py``. ``user_store`` -> ``UserStoreInterface``, ``UserStore``, ...
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def camel_case(snake: str) -> str:
+    """``user_store`` -> ``UserStore``."""
+    return "".join(part[:1].upper() + part[1:] for part in snake.split("_") if part)
+
+
+@dataclass(frozen=True)
+class ServiceNames:
+    """Every name derived from a service's package name."""
+
+    package: str  # "user_store"
+    module_prefix: str  # dotted package path, e.g. "user_store" or "services.user_store"
+    root: Path  # the folder the top package lives in (goes on sys.path to import it)
+
+    @property
+    def camel(self) -> str:
+        return camel_case(self.package)
+
+    @property
+    def interface_class(self) -> str:
+        return f"{self.camel}Interface"
+
+    @property
+    def interface_module(self) -> str:
+        return f"{self.module_prefix}.{self.package}_interface"
+
+    @property
+    def implementation_class(self) -> str:
+        return self.camel
+
+    @property
+    def implementation_module(self) -> str:
+        return f"{self.module_prefix}.{self.package}"
+
+    @property
+    def server_stub_class(self) -> str:
+        return f"Srpc{self.camel}ServerStub"
+
+    @property
+    def client_stub_class(self) -> str:
+        return f"Srpc{self.camel}ClientStub"
+
+    @property
+    def server_stub_file(self) -> str:
+        return f"srpc_{self.package}_server_stub.py"
+
+    @property
+    def client_stub_file(self) -> str:
+        return f"srpc_{self.package}_client_stub.py"

@@ -1,0 +1,1 @@
+"""The ``python -m srpc_core.tools.<tool>`` entry points (also mounted in the ``srpc`` CLI)."""

@@ -1,0 +1,1 @@
+"""srpc's built-in plugins, one module each, registered through the ``srpc`` entry points."""
