@@ -29,18 +29,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add(name: str, help: str, configure: Callable[[Any], None], run: Runner) -> None:
         sub = commands.add_parser(
-            name, help=help, description=help,
+            name,
+            help=help,
+            description=help,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         configure(sub)
         sub.set_defaults(run=run)
 
-    add("gen", "generate the server and client stubs for an interface",
-        srpc_stub_gen.configure_parser, srpc_stub_gen.run)
-    add("metrics", "show a server's metrics log as a live dashboard",
-        srpc_show_metrics.configure_parser, srpc_show_metrics.run)
-    add("plugins", "list the installed plugins and the transports and codecs they offer",
-        _configure_plugins, _run_plugins)
+    add(
+        "gen",
+        "generate the server and client stubs for an interface",
+        srpc_stub_gen.configure_parser,
+        srpc_stub_gen.run,
+    )
+    add(
+        "metrics",
+        "show a server's metrics log as a live dashboard",
+        srpc_show_metrics.configure_parser,
+        srpc_show_metrics.run,
+    )
+    add(
+        "plugins",
+        "list the installed plugins and the transports and codecs they offer",
+        _configure_plugins,
+        _run_plugins,
+    )
     get_plugins().manager.hook.srpc_register_commands(register=add)
     return parser
 
@@ -78,7 +92,9 @@ def _run_plugins(args: argparse.Namespace) -> int:
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
     for r in rows:
         if r["error"]:
             print(f"\nplugin {r['name']!r} ({r['module']}) failed to load: {r['error']}")

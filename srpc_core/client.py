@@ -62,7 +62,9 @@ class Client:
         self._error_context = ErrorContext(interface)
         self._hello = protocol.hello(cfg.codec, cfg.transport, self.service.name)
 
-    def call(self, procedure: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
+    def call(
+        self, procedure: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
         """Call `procedure` remotely and return its result, or raise its exception.
 
         Arguments that do not fit the interface's signature raise `TypeError` before anything
@@ -71,9 +73,7 @@ class Client:
         kwargs = kwargs or {}
         spec = self.service.procedures.get(procedure)
         if spec is None:
-            raise UnknownProcedureError(
-                f"{self.service.name} declares no procedure {procedure!r}"
-            )
+            raise UnknownProcedureError(f"{self.service.name} declares no procedure {procedure!r}")
         spec.check_arguments(args, kwargs)
         call_id = next(self._ids)
         message = self._codec.encode([call_id, procedure, list(args), kwargs])

@@ -90,9 +90,7 @@ def find_config_file(config: str | os.PathLike[str] | None = None) -> Path | Non
     return local if local.is_file() else None
 
 
-def load_config(
-    config: str | os.PathLike[str] | Config | None = None, **overrides: Any
-) -> Config:
+def load_config(config: str | os.PathLike[str] | Config | None = None, **overrides: Any) -> Config:
     """Load and validate the configuration, then apply `overrides` whose value is not None.
 
     `config` may be a path, an already loaded `Config`, or None for the normal lookup.

@@ -66,7 +66,7 @@ def read_interface(interface: type) -> Service:
             f"{interface!r} is not an abstract base class: derive it from abc.ABC and mark its "
             "methods with @abstractmethod"
         )
-    abstract = getattr(interface, "__abstractmethods__", frozenset())
+    abstract: frozenset[str] = getattr(interface, "__abstractmethods__", frozenset())
     procedures: dict[str, Procedure] = {}
     for name in _definition_order(interface):
         if name in abstract and not name.startswith("_"):

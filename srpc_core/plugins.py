@@ -100,7 +100,9 @@ class Plugins:
             self.manager.register(plugin, name=entry_point.name)
         except Exception as exc:  # a broken third-party plugin must not take srpc down
             info.error = f"{type(exc).__name__}: {exc}"
-            log.warning("srpc plugin %r (%s) failed to load: %s", info.name, info.module, info.error)
+            log.warning(
+                "srpc plugin %r (%s) failed to load: %s", info.name, info.module, info.error
+            )
 
     def _collect(self, hook_name: str, kind: str) -> dict[str, Offer]:
         offers: dict[str, Offer] = {}

@@ -66,8 +66,13 @@ def control_error(message: str) -> bytes:
 def hello(codec: str, transport: str, service: str) -> bytes:
     """The client's first message on every new channel."""
     return encode_control(
-        {"v": PROTOCOL_VERSION, "hello": True, "codec": codec, "transport": transport,
-         "service": service}
+        {
+            "v": PROTOCOL_VERSION,
+            "hello": True,
+            "codec": codec,
+            "transport": transport,
+            "service": service,
+        }
     )
 
 
@@ -90,7 +95,10 @@ def answer_hello(request: dict[str, Any], codec: str, transport: str, service: s
             f"service: client expects {request.get('service')!r}, server serves {service!r}"
         )
     reply: dict[str, Any] = {
-        "v": PROTOCOL_VERSION, "ok": not problems, "codec": codec, "transport": transport,
+        "v": PROTOCOL_VERSION,
+        "ok": not problems,
+        "codec": codec,
+        "transport": transport,
         "service": service,
     }
     if problems:

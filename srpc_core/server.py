@@ -57,7 +57,11 @@ class Server:
             cfg.source,
         )
         self.dispatcher = Dispatcher(
-            self.service, implementation, codec, cfg.transport, self._error_to_wire,
+            self.service,
+            implementation,
+            codec,
+            cfg.transport,
+            self._error_to_wire,
             cfg.send_tracebacks,
         )
         self._listener: Listener | None = None
@@ -155,7 +159,7 @@ class Server:
         def handle(signum: int, frame: FrameType | None) -> None:
             self.stop()
 
-        previous = {}
+        previous: dict[int, Any] = {}
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, handle)
         return previous

@@ -29,7 +29,9 @@ def srpc_error_to_wire(error: BaseException, context: ErrorContext) -> WireError
         "message": _safe_str(error),
         "args": list(error.args),
         "base": _nearest_builtin(cls).__name__,
-        "traceback": "".join(traceback.format_exception(error)) if context.send_tracebacks else None,
+        "traceback": "".join(traceback.format_exception(error))
+        if context.send_tracebacks
+        else None,
     }
 
 

@@ -24,9 +24,7 @@ class JsonCodec(Codec):
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(options)
-        encoder = json.JSONEncoder(
-            ensure_ascii=False, separators=(",", ":"), default=self._refuse
-        )
+        encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=self._refuse)
         self._encode = encoder.encode
         self._decode = json.JSONDecoder().decode
 
@@ -46,7 +44,7 @@ class JsonCodec(Codec):
     def _refuse(value: Any) -> NoReturn:
         raise EncodeError(
             f"codec 'json' cannot carry a value of type {type(value).__qualname__!r}; convert it "
-            "to str, int, float, bool, None, list or dict, or use codec = \"cbor\""
+            'to str, int, float, bool, None, list or dict, or use codec = "cbor"'
         )
 
 

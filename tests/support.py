@@ -32,11 +32,17 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def generate_stubs(project: Path, interface: str, *extra_args: str) -> subprocess.CompletedProcess[str]:
+def generate_stubs(
+    project: Path, interface: str, *extra_args: str
+) -> subprocess.CompletedProcess[str]:
     """Run the stub generator as a user would, in `project`."""
     return subprocess.run(
         [PYTHON, "-m", "srpc_core.tools.srpc_stub_gen", interface, *extra_args],
-        cwd=project, capture_output=True, text=True, timeout=60, env=child_env(),
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(),
     )
 
 
@@ -68,9 +74,17 @@ class ServerProcess:
     Use as a context manager; the process is stopped (SIGTERM, then SIGKILL) on exit.
     """
 
-    def __init__(self, project: Path, package: str, *, config: Path | None = None,
-                 env: dict[str, str] | None = None, port: int = 0, host: str = "127.0.0.1",
-                 code: str | None = None) -> None:
+    def __init__(
+        self,
+        project: Path,
+        package: str,
+        *,
+        config: Path | None = None,
+        env: dict[str, str] | None = None,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        code: str | None = None,
+    ) -> None:
         camel = "".join(p.capitalize() for p in package.split("_"))
         self.code = code or (
             f"from srpc_{package}_server_stub import Srpc{camel}ServerStub\n"
@@ -94,8 +108,12 @@ class ServerProcess:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [PYTHON, "-c", self.code], cwd=self.project, env=self.env, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [PYTHON, "-c", self.code],
+            cwd=self.project,
+            env=self.env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
         threading.Thread(target=self._pump, daemon=True).start()
         self.address = self.wait_for(READY).group("address")
@@ -150,10 +168,15 @@ class ServerProcess:
         return self.process.returncode
 
 
-def run_client(project: Path, code: str, *, env: dict[str, str] | None = None,
-               timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_client(
+    project: Path, code: str, *, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run client code in its own process in `project`."""
     return subprocess.run(
-        [PYTHON, "-c", code], cwd=project, capture_output=True, text=True, timeout=timeout,
+        [PYTHON, "-c", code],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env=child_env(**(env or {})),
     )

@@ -49,7 +49,9 @@ def generate(interface_file: str | Path, output_dir: str | Path = ".") -> list[G
     module = _import_interface(path, names)
     interface = getattr(module, names.interface_class, None)
     if not isinstance(interface, type):
-        found = [n for n, v in vars(module).items() if isinstance(v, type) and n.endswith("Interface")]
+        found = [
+            n for n, v in vars(module).items() if isinstance(v, type) and n.endswith("Interface")
+        ]
         hint = f" (found: {', '.join(found)})" if found else ""
         raise StubGenError(
             f"{path}: no class {names.interface_class} in {names.interface_module}{hint}; the "

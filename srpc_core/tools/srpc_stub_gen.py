@@ -29,13 +29,19 @@ examples:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the stub generator's arguments to `parser`."""
-    parser.add_argument("interface", help="path of the interface module, e.g. calc/calc_interface.py")
     parser.add_argument(
-        "-o", "--output-dir", default=".", metavar="DIR",
+        "interface", help="path of the interface module, e.g. calc/calc_interface.py"
+    )
+    parser.add_argument(
+        "-o",
+        "--output-dir",
+        default=".",
+        metavar="DIR",
         help="folder to write the stubs into (default: the current folder)",
     )
     parser.add_argument(
-        "--check", action="store_true",
+        "--check",
+        action="store_true",
         help="write nothing; exit 1 if the stubs in DIR are missing or stale against the interface",
     )
 
@@ -65,7 +71,9 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Console entry point (``srpc-stub-gen``)."""
     parser = argparse.ArgumentParser(
-        prog="srpc-stub-gen", description=DESCRIPTION, epilog=EPILOG,
+        prog="srpc-stub-gen",
+        description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     configure_parser(parser)
