@@ -6,6 +6,7 @@ doubles as the readiness signal (no sleeps, no guessed ports).
 
 from __future__ import annotations
 
+import importlib
 import os
 import queue
 import re
@@ -166,6 +167,20 @@ class ServerProcess:
                 self.process.kill()
                 self.process.wait()
         return self.process.returncode
+
+
+def import_interface(project: Path, package: str) -> type:
+    """Import `<package>.<package>_interface` from `project` into this process (fresh copy)."""
+    sys.path.insert(0, str(project))
+    try:
+        for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
+            del sys.modules[name]
+        module = importlib.import_module(f"{package}.{package}_interface")
+    finally:
+        sys.path.remove(str(project))
+    camel = "".join(p.capitalize() for p in package.split("_"))
+    interface: type = getattr(module, f"{camel}Interface")
+    return interface
 
 
 def run_client(
