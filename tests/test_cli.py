@@ -1,0 +1,51 @@
+"""The `srpc` command line, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from support import PYTHON, child_env
+
+BIN = Path(PYTHON).parent
+
+
+def srpc(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "srpc"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(**(env or {})),
+    )
+
+
+def test_help_lists_the_commands() -> None:
+    result = srpc("--help")
+    assert result.returncode == 0
+    for command in ("gen", "metrics", "plugins"):
+        assert command in result.stdout
+
+
+def test_plugins_lists_builtins_with_their_distribution() -> None:
+    result = srpc("plugins", "--json")
+    assert result.returncode == 0, result.stderr
+    plugins = {row["name"]: row for row in json.loads(result.stdout)}
+    assert plugins["tcp"]["distribution"] == "srpc" and plugins["tcp"]["transports"] == ["tcp"]
+    assert plugins["json"]["codecs"] == ["json"]
+    assert plugins["errors"]["error"] is None
+    table = srpc("plugins").stdout
+    assert "tcp" in table and "json" in table and "srpc 0.1.0" in table
+
+
+def test_disabled_plugins_are_not_loaded() -> None:
+    result = srpc("plugins", "--json", env={"SRPC_DISABLE_PLUGINS": "json"})
+    assert "json" not in {row["name"] for row in json.loads(result.stdout)}
+
+
+def test_python_dash_m_srpc_core_is_the_same_command() -> None:
+    result = subprocess.run(
+        [PYTHON, "-m", "srpc_core", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.strip() == "srpc 0.1.0"
