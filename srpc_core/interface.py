@@ -1,6 +1,8 @@
 """Reading a service interface: the procedures an ABC declares and their signatures.
 
-The interface is the allow-list: only its public abstract methods can be called remotely.
+The interface is the allow-list: only its public abstract methods (declared in the class or
+inherited from a base interface) can be called remotely. Private (``_name``) and dunder methods,
+and concrete helper methods, are never procedures.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import inspect
 from abc import ABCMeta
 from dataclasses import dataclass
+from types import FunctionType
 from typing import Any
 
 from srpc_core.errors import SrpcError
@@ -21,18 +24,26 @@ class InterfaceError(SrpcError, TypeError):
 
 @dataclass(frozen=True)
 class Procedure:
-    """One remotely callable method of an interface."""
+    """One remotely callable method of an interface.
+
+    Attributes:
+        name: the method name.
+        signature: the method's signature without its ``self`` parameter.
+        doc: the method's docstring (cleaned), or None.
+        min_positional, max_positional, simple: the argument check's fast path: a call with
+            only positional arguments to a `simple` signature (no ``*``, ``**`` or keyword-only
+            parameters) fits when it has between `min_positional` and `max_positional` of them.
+    """
 
     name: str
-    signature: inspect.Signature  # without `self`
+    signature: inspect.Signature
     doc: str | None
-    # For the argument check's fast path: positional-only calls to simple signatures.
     min_positional: int
     max_positional: int
     simple: bool
 
     def check_arguments(self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> None:
-        """Raise `TypeError` if args/kwargs do not fit the signature."""
+        """Raise `TypeError` if `args` and `kwargs` do not fit the signature."""
         if self.simple and not kwargs and self.min_positional <= len(args) <= self.max_positional:
             return
         try:
@@ -60,25 +71,46 @@ class Service:
 
 
 def read_interface(interface: type) -> Service:
-    """Read the procedures of `interface`, an ABC with public abstract methods."""
+    """Read the procedures of `interface`, an ABC with public abstract methods.
+
+    Raises `InterfaceError` if `interface` is not an ABC, declares no public abstract method,
+    or declares one srpc cannot call (a property, a static or class method, an async method).
+    """
     if not isinstance(interface, ABCMeta):
         raise InterfaceError(
-            f"{interface!r} is not an abstract base class: derive it from abc.ABC and mark its "
-            "methods with @abstractmethod"
+            f"{_describe(interface)} is not an abstract base class: derive it from abc.ABC and "
+            "mark its methods with @abstractmethod"
         )
-    abstract: frozenset[str] = getattr(interface, "__abstractmethods__", frozenset())
-    procedures: dict[str, Procedure] = {}
-    for name in _definition_order(interface):
-        if name in abstract and not name.startswith("_"):
-            function = getattr(interface, name)
-            if callable(function):
-                procedures[name] = _read_procedure(name, function)
+    procedures = {
+        name: _read_procedure(interface, name) for name in public_abstract_names(interface)
+    }
     if not procedures:
         raise InterfaceError(
             f"{interface.__qualname__} declares no public @abstractmethod methods, so it has "
             "nothing to serve"
         )
     return Service(interface, procedures)
+
+
+def public_abstract_names(interface: type) -> list[str]:
+    """The public abstract attribute names of `interface`, base classes' first."""
+    abstract: frozenset[str] = getattr(interface, "__abstractmethods__", frozenset())
+    return [name for name in _definition_order(interface) if name in abstract and _public(name)]
+
+
+def private_abstract_names(interface: type) -> list[str]:
+    """The abstract attribute names of `interface` that are private or dunder."""
+    abstract: frozenset[str] = getattr(interface, "__abstractmethods__", frozenset())
+    return [name for name in _definition_order(interface) if name in abstract and not _public(name)]
+
+
+def _public(name: str) -> bool:
+    return not name.startswith("_")
+
+
+def _describe(interface: object) -> str:
+    name = getattr(interface, "__qualname__", None)
+    return f"class {name}" if isinstance(interface, type) and name else repr(interface)
 
 
 def _definition_order(cls: type) -> list[str]:
@@ -88,19 +120,41 @@ def _definition_order(cls: type) -> list[str]:
     return list(names)
 
 
-def _read_procedure(name: str, function: Any) -> Procedure:
+def _read_procedure(interface: type, name: str) -> Procedure:
+    function = _plain_method(interface, name)
     signature = inspect.signature(function)
     parameters = list(signature.parameters.values())
-    if parameters and parameters[0].name in ("self", "cls"):
-        parameters = parameters[1:]
-    signature = signature.replace(parameters=parameters)
+    if not parameters or parameters[0].kind not in _SIMPLE_KINDS:
+        raise InterfaceError(
+            f"{interface.__qualname__}.{name}{signature} has no `self` parameter: srpc "
+            "procedures are methods, def name(self, ...)"
+        )
+    parameters = parameters[1:]
     simple = all(p.kind in _SIMPLE_KINDS for p in parameters)
     required = sum(1 for p in parameters if p.default is inspect.Parameter.empty)
     return Procedure(
         name=name,
-        signature=signature,
+        signature=signature.replace(parameters=parameters),
         doc=inspect.getdoc(function),
         min_positional=required,
         max_positional=len(parameters),
         simple=simple,
     )
+
+
+def _plain_method(interface: type, name: str) -> Any:
+    """The function behind `interface.name`; `InterfaceError` if it is not a plain method."""
+    static = inspect.getattr_static(interface, name)
+    where = f"{interface.__qualname__}.{name}"
+    if not isinstance(static, FunctionType):
+        kind = type(static).__name__
+        raise InterfaceError(
+            f"{where} is a {kind}, not a plain method: srpc procedures are methods declared "
+            "with def name(self, ...) under @abstractmethod"
+        )
+    if inspect.iscoroutinefunction(static) or inspect.isasyncgenfunction(static):
+        raise InterfaceError(
+            f"{where} is an async method: srpc procedures are plain (synchronous) methods; "
+            "declare it with def, not async def"
+        )
+    return static

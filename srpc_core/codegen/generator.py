@@ -2,28 +2,39 @@
 
 The interface module is imported (it is the user's own code) to read the procedures exactly as
 the runtime will; the signatures are copied from its source with `ast`, so the stubs show the
-interface's own annotations and defaults.
+interface's own annotations and defaults, and the names those use are imported from the module
+that defines the method (the interface module itself, or a base interface's module).
 """
 
 from __future__ import annotations
+import __future__
 
-import ast
 import builtins
 import importlib
-import inspect
+import keyword
+import linecache
+import os
 import sys
-import textwrap
-from dataclasses import dataclass
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
+import srpc_core
 from srpc_core.codegen import templates
 from srpc_core.codegen.naming import ServiceNames
+from srpc_core.codegen.source import MethodSource, SourceError, method_source, signature_names
 from srpc_core.errors import SrpcError
-from srpc_core.interface import InterfaceError, read_interface
+from srpc_core.interface import InterfaceError, private_abstract_names, read_interface
 
 #: Attributes of the client stub a procedure must not shadow.
 RESERVED_NAMES = frozenset({"close"})
+#: Module-level names every client stub binds itself.
+_STUB_GLOBALS: dict[str, Any] = {"os": os, "srpc_core": srpc_core, "Self": typing.Self}
+_MISSING = object()
+_CLASH = object()
 
 
 class StubGenError(SrpcError):
@@ -32,52 +43,51 @@ class StubGenError(SrpcError):
 
 @dataclass(frozen=True)
 class GeneratedFile:
-    """A stub module: where it goes and what it holds."""
+    """A stub module: where it goes, what it holds, and its role (``server`` or ``client``)."""
 
     path: Path
     text: str
+    role: str
 
     def is_current(self) -> bool:
         """True if the file on disk holds exactly this text."""
-        return self.path.is_file() and self.path.read_text(encoding="utf-8") == self.text
+        try:
+            return self.path.read_text(encoding="utf-8") == self.text
+        except (OSError, UnicodeDecodeError):
+            return False
 
 
-def generate(interface_file: str | Path, output_dir: str | Path = ".") -> list[GeneratedFile]:
-    """Build (without writing) the server and client stubs for `interface_file`."""
+@dataclass
+class Stubs:
+    """The result of `generate`: the stub files, and notes worth showing the user."""
+
+    files: list[GeneratedFile]
+    notes: list[str] = field(default_factory=list)
+
+
+def generate(interface_file: str | Path, output_dir: str | Path = ".") -> Stubs:
+    """Build (without writing) the server and client stubs for `interface_file`.
+
+    Raises `StubGenError` with a message for the user when the interface cannot be used.
+    """
     path = Path(interface_file)
-    names = _service_names(path)
+    names = service_names(path)
     module = _import_interface(path, names)
-    interface = getattr(module, names.interface_class, None)
-    if not isinstance(interface, type):
-        found = [
-            n for n, v in vars(module).items() if isinstance(v, type) and n.endswith("Interface")
-        ]
-        hint = f" (found: {', '.join(found)})" if found else ""
-        raise StubGenError(
-            f"{path}: no class {names.interface_class} in {names.interface_module}{hint}; the "
-            f"interface of package {names.package!r} must be called {names.interface_class}"
-        )
-    try:
-        service = read_interface(interface)
-    except InterfaceError as exc:
-        raise StubGenError(f"{path}: {exc}") from None
-    clashes = RESERVED_NAMES & set(service.procedures)
-    if clashes:
-        raise StubGenError(
-            f"{path}: procedure name(s) {', '.join(sorted(clashes))} clash with the client stub's "
-            "own method(s) of the same name: rename them in the interface"
-        )
-    methods = [_method_source(interface, name) for name in service.procedures]
-    imports = _annotation_imports(methods, module, names.interface_class)
-    source = path.as_posix()
+    interface = _find_interface(path, module, names)
+    methods = _read_methods(path, interface)
+    imports = _imports(path, methods, module, interface, names)
+    future = getattr(module, "annotations", None) is __future__.annotations
+    source = names.interface_path
     out = Path(output_dir)
-    return [
-        GeneratedFile(out / names.server_stub_file, templates.server_stub(names, source)),
-        GeneratedFile(
-            out / names.client_stub_file,
-            templates.client_stub(names, source, imports, [m.text for m in methods]),
-        ),
-    ]
+    server = templates.server_stub(names, source)
+    client = templates.client_stub(names, source, imports, methods, future)
+    return Stubs(
+        files=[
+            GeneratedFile(out / names.server_stub_file, server, "server"),
+            GeneratedFile(out / names.client_stub_file, client, "client"),
+        ],
+        notes=_notes(names),
+    )
 
 
 def write(files: list[GeneratedFile]) -> None:
@@ -87,7 +97,8 @@ def write(files: list[GeneratedFile]) -> None:
         file.path.write_text(file.text, encoding="utf-8")
 
 
-def _service_names(path: Path) -> ServiceNames:
+def service_names(path: Path) -> ServiceNames:
+    """The names of the service whose interface is `path`; `StubGenError` if it is misplaced."""
     if not path.is_file():
         raise StubGenError(f"{path}: no such file; give the path of your pkg/pkg_interface.py")
     package_dir = path.resolve().parent
@@ -97,13 +108,18 @@ def _service_names(path: Path) -> ServiceNames:
             f"{path}: expected the interface of package {package!r} in "
             f"{package}/{package}_interface.py (the naming convention srpc's stubs follow)"
         )
+    if not package.isidentifier() or keyword.iskeyword(package):
+        raise StubGenError(
+            f"{path}: {package!r} is not a valid Python package name: use letters, digits and "
+            "underscores, e.g. user_store"
+        )
     if not (package_dir / "__init__.py").is_file():
         raise StubGenError(
-            f"{path}: {package_dir.name}/ is not a package: add an empty {package}/__init__.py"
+            f"{path}: {package}/ is not a package: add an empty {package}/__init__.py"
         )
     parts = [package]
     root = package_dir.parent
-    while (root / "__init__.py").is_file():
+    while (root / "__init__.py").is_file() and root.name.isidentifier():
         parts.insert(0, root.name)
         root = root.parent
     return ServiceNames(package=package, module_prefix=".".join(parts), root=root)
@@ -113,10 +129,12 @@ def _import_interface(path: Path, names: ServiceNames) -> ModuleType:
     top = names.module_prefix.split(".")[0]
     for cached in [m for m in sys.modules if m == top or m.startswith(top + ".")]:
         del sys.modules[cached]  # a previous generation in this process may have another copy
+    importlib.invalidate_caches()
+    linecache.clearcache()  # the source may have changed since it was last read
     sys.path.insert(0, str(names.root))
     try:
         return importlib.import_module(names.interface_module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise StubGenError(
             f"{path}: importing {names.interface_module} failed: {type(exc).__name__}: {exc}"
         ) from None
@@ -124,72 +142,168 @@ def _import_interface(path: Path, names: ServiceNames) -> ModuleType:
         sys.path.remove(str(names.root))
 
 
-@dataclass(frozen=True)
-class _Method:
-    text: str
-    node: ast.FunctionDef
+def _find_interface(path: Path, module: ModuleType, names: ServiceNames) -> type:
+    interface = getattr(module, names.interface_class, None)
+    if isinstance(interface, type):
+        return interface
+    found = [n for n, v in vars(module).items() if isinstance(v, type) and n.endswith("Interface")]
+    hint = f" (found: {', '.join(found)})" if found else ""
+    raise StubGenError(
+        f"{path}: no class {names.interface_class} in {names.interface_module}{hint}; the "
+        f"interface of package {names.package!r} must be called {names.interface_class}"
+    )
 
 
-def _method_source(interface: type, name: str) -> _Method:
-    node = _function_node(interface, name)
-    return _Method(templates.client_method(node), node)
-
-
-def _function_node(interface: type, name: str) -> ast.FunctionDef:
-    for klass in interface.__mro__:
-        if name not in vars(klass):
-            continue
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        except (OSError, TypeError, SyntaxError):
-            break
-        for node in ast.walk(tree):
-            if isinstance(node, ast.AsyncFunctionDef) and node.name == name:
-                raise StubGenError(f"{name}: async methods are not supported by srpc stubs")
-            if isinstance(node, ast.FunctionDef) and node.name == name:
-                return node
-    raise StubGenError(f"cannot find the source of {interface.__qualname__}.{name}")
-
-
-def _annotation_imports(methods: list[_Method], module: ModuleType, interface: str) -> list[str]:
-    """Names the stub must import from the interface module for its annotations and defaults."""
-    needed: set[str] = set()
-    for method in methods:
-        annotations, defaults = _signature_expressions(method.node)
-        for expression in annotations:
-            needed |= _names_in(expression, strings_name_things=True)
-        for expression in defaults:
-            needed |= _names_in(expression, strings_name_things=False)
-    needed.discard(interface)
-    missing = [n for n in needed if n not in vars(module) and not hasattr(builtins, n)]
-    if missing:
+def _read_methods(path: Path, interface: type) -> list[MethodSource]:
+    try:
+        service = read_interface(interface)
+    except InterfaceError as exc:
+        raise StubGenError(f"{path}: {exc}") from None
+    clashes = sorted(RESERVED_NAMES & set(service.procedures))
+    if clashes:
         raise StubGenError(
-            f"{module.__name__}: the name(s) {', '.join(sorted(missing))} used in signatures are "
-            "not defined at module level"
+            f"{path}: procedure name(s) {', '.join(clashes)} clash with the client stub's own "
+            "method(s) of the same name: rename them in the interface"
         )
-    return sorted(n for n in needed if n in vars(module))
+    hidden = private_abstract_names(interface)
+    if hidden:
+        raise StubGenError(
+            f"{path}: {interface.__qualname__} has private abstract method(s) "
+            f"{', '.join(hidden)}: only public methods can be called remotely, so the client "
+            "stub could not implement them; make them public, or give them a body and drop "
+            "@abstractmethod"
+        )
+    try:
+        return [method_source(interface, name) for name in service.procedures]
+    except SourceError as exc:
+        raise StubGenError(f"{path}: {exc}") from None
 
 
-def _signature_expressions(node: ast.FunctionDef) -> tuple[list[ast.expr], list[ast.expr]]:
-    """The annotations and the default values of a function's signature."""
-    args = node.args
-    every = [*args.posonlyargs, *args.args, *args.kwonlyargs]
-    every += [a for a in (args.vararg, args.kwarg) if a is not None]
-    annotations = [a.annotation for a in every if a.annotation is not None]
-    if node.returns is not None:
-        annotations.append(node.returns)
-    defaults = [d for d in (*args.defaults, *args.kw_defaults) if d is not None]
-    return annotations, defaults
+def _imports(
+    path: Path,
+    methods: list[MethodSource],
+    module: ModuleType,
+    interface: type,
+    names: ServiceNames,
+) -> templates.Imports:
+    """What the client stub imports: the interface, and the names its signatures use."""
+    imports = templates.Imports(first_party=_first_party(names.root))
+    imports.add_from(module.__name__, names.interface_class)
+    bound: dict[str, Any] = {names.interface_class: interface}
+    for method in methods:
+        used = signature_names(method.node)
+        for name, strict in _each_name(used.required, used.optional):
+            value = _resolve(path, method, name, strict)
+            if value is _MISSING or _already_bound(path, name, value, bound, names):
+                continue
+            bound[name] = value
+            _add_import(imports, name, value, method.module, module, used.dotted)
+    return imports
 
 
-def _names_in(expression: ast.expr, strings_name_things: bool) -> set[str]:
-    names: set[str] = set()
-    for sub in ast.walk(expression):
-        if isinstance(sub, ast.Name):
-            names.add(sub.id)
-        elif strings_name_things and isinstance(sub, ast.Constant) and isinstance(sub.value, str):
-            try:  # a string annotation ("Point") names things too
-                names |= _names_in(ast.parse(sub.value, mode="eval").body, True)
-            except SyntaxError:
-                pass
-    return names
+def _first_party(root: Path) -> frozenset[str]:
+    """The top-level packages and modules next to the service's package (the user's own)."""
+    return frozenset(
+        entry.stem
+        for entry in root.iterdir()
+        if entry.stem.isidentifier() and (entry.suffix == ".py" or entry.is_dir())
+    )
+
+
+def _each_name(required: set[str], optional: set[str]) -> Iterator[tuple[str, bool]]:
+    for name in sorted(required | optional):
+        yield name, name in required
+
+
+def _resolve(path: Path, method: MethodSource, name: str, strict: bool) -> Any:
+    """The value `name` has where `method` is defined; `_MISSING` for built-ins and unknowns."""
+    value = vars(method.module).get(name, _MISSING)
+    if value is not _MISSING or hasattr(builtins, name) or not strict:
+        return value
+    raise StubGenError(
+        f"{path}: the signature of {method.name} uses {name!r}, which is not defined at the "
+        f"top level of {method.module.__name__}; the client stub imports the names its "
+        "signatures use from there (so not class attributes, nor names imported only under "
+        "TYPE_CHECKING)"
+    )
+
+
+def _already_bound(
+    path: Path, name: str, value: Any, bound: dict[str, Any], names: ServiceNames
+) -> bool:
+    """True if the stub already has `name` for `value`; `StubGenError` if for something else."""
+    own = _STUB_GLOBALS.get(name, bound.get(name, _MISSING))
+    if name == names.client_stub_class:
+        own = _CLASH
+    if own is _MISSING:
+        return False
+    if own is value:
+        return True
+    raise StubGenError(
+        f"{path}: the signatures use the name {name!r} for two different things (or for "
+        "something other than what the client stub itself calls so): rename one of them"
+    )
+
+
+def _add_import(
+    imports: templates.Imports,
+    name: str,
+    value: Any,
+    home: ModuleType,
+    interface_module: ModuleType,
+    dotted: set[str],
+) -> None:
+    """Import `name` the plainest way that gives the same object.
+
+    Modules as ``import pkg.mod``; objects from the public module that defines them
+    (``from typing import Any``), so linters and type checkers know them; anything else from
+    the interface module (or the base interface's module) where the signature found it.
+    """
+    if isinstance(value, ModuleType) and value.__name__ == name:
+        for module in _module_paths(name, dotted):
+            imports.add_module(module)
+    elif (origin := _public_origin(name, value)) is not None:
+        imports.add_from(origin, name)
+    elif vars(interface_module).get(name, _MISSING) is value:
+        imports.add_from(interface_module.__name__, name)
+    else:
+        imports.add_from(home.__name__, name)
+
+
+def _public_origin(name: str, value: Any) -> str | None:
+    """The public module that defines `value` under `name`, or None."""
+    origin = getattr(value, "__module__", None)
+    if not isinstance(origin, str) or origin in ("builtins", "__main__"):
+        return None
+    if any(part.startswith("_") for part in origin.split(".")):
+        return None
+    module = sys.modules.get(origin)
+    if module is None or vars(module).get(name, _MISSING) is not value:
+        return None
+    return origin
+
+
+def _module_paths(name: str, dotted: set[str]) -> set[str]:
+    """Modules to import for `name`: ``collections.abc.Callable`` -> ``collections.abc``."""
+    modules = {name}
+    for path in dotted:
+        parts = path.split(".")
+        if parts[0] != name:
+            continue
+        for end in range(len(parts), 1, -1):
+            candidate = ".".join(parts[:end])
+            if isinstance(sys.modules.get(candidate), ModuleType):
+                modules.add(candidate)
+                break
+    return modules
+
+
+def _notes(names: ServiceNames) -> list[str]:
+    implementation = names.root / Path(*names.implementation_module.split(".")).with_suffix(".py")
+    if implementation.is_file():
+        return []
+    return [
+        f"{names.server_stub_file} imports {names.implementation_class} from "
+        f"{names.implementation_module}, and {implementation} does not exist yet (the client "
+        "needs only the client stub and the interface)"
+    ]

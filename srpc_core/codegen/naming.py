@@ -26,36 +26,53 @@ class ServiceNames:
 
     @property
     def camel(self) -> str:
+        """``user_store`` -> ``UserStore``."""
         return camel_case(self.package)
 
     @property
+    def interface_path(self) -> str:
+        """The interface file relative to `root`, e.g. ``user_store/user_store_interface.py``.
+
+        Stubs name their source this way, so they do not depend on where the generator ran.
+        """
+        return self.interface_module.replace(".", "/") + ".py"
+
+    @property
     def interface_class(self) -> str:
+        """``UserStoreInterface``: the ABC in the interface module."""
         return f"{self.camel}Interface"
 
     @property
     def interface_module(self) -> str:
+        """``user_store.user_store_interface`` (dotted, from `root`)."""
         return f"{self.module_prefix}.{self.package}_interface"
 
     @property
     def implementation_class(self) -> str:
+        """``UserStore``: the implementation the server stub serves."""
         return self.camel
 
     @property
     def implementation_module(self) -> str:
+        """``user_store.user_store``."""
         return f"{self.module_prefix}.{self.package}"
 
     @property
     def server_stub_class(self) -> str:
+        """``SrpcUserStoreServerStub``."""
         return f"Srpc{self.camel}ServerStub"
 
     @property
     def client_stub_class(self) -> str:
+        """``SrpcUserStoreClientStub``."""
         return f"Srpc{self.camel}ClientStub"
 
     @property
     def server_stub_file(self) -> str:
+        """``srpc_user_store_server_stub.py``."""
         return f"srpc_{self.package}_server_stub.py"
 
     @property
     def client_stub_file(self) -> str:
+        """``srpc_user_store_client_stub.py``."""
         return f"srpc_{self.package}_client_stub.py"

@@ -1,0 +1,187 @@
+"""The metrics dashboard: a `MetricsView` drawn with rich (the ``srpc[dashboard]`` extra).
+
+`render` builds the picture (a header naming the servers, one table row per procedure, the
+most frequent errors); `show_once` prints it and `show_live` keeps it up to date until Ctrl+C.
+Meaning never rests on colour alone: failures are also bold, idle numbers dim, and states are
+words, so the dashboard reads the same in a monochrome terminal or a log file.
+"""
+
+from __future__ import annotations
+
+import time
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from srpc_core.metrics import LogFollower, MetricsAggregator, MetricsView, ProcedureView
+
+#: Below this many columns the table leaves out min and mean to fit an 80-column terminal.
+WIDE_COLUMNS = 96
+#: Servers listed by address in the header; more are summarised in one line.
+MAX_SERVERS_LISTED = 4
+_STATE_STYLES = {"live": "bold green", "stopped": "yellow", "silent": "bold red"}
+
+
+def format_seconds(seconds: float | None) -> str:
+    """A duration in 3 significant digits with a unit: ``850ns``, ``12.3µs``, ``1.20s``."""
+    if seconds is None:
+        return "-"
+    for unit, scale in (("ns", 1e9), ("µs", 1e6), ("ms", 1e3), ("s", 1.0)):
+        value = seconds * scale
+        if value < 999.5 or unit == "s":
+            return _three_digits(value) + unit
+    raise AssertionError("unreachable")
+
+
+def _three_digits(value: float) -> str:
+    if value >= 99.95:
+        return f"{value:,.0f}"
+    return f"{value:.1f}" if value >= 9.995 else f"{value:.2f}"
+
+
+def format_uptime(seconds: float) -> str:
+    """``0:02:05``, ``3d 04:00:10``."""
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    clock = f"{hours}:{minutes:02d}:{secs:02d}"
+    return f"{days}d {clock}" if days else clock
+
+
+def render(
+    view: MetricsView, source: str, width: int = 80, waiting: str | None = None
+) -> RenderableType:
+    """The dashboard for `view`; `source` names the log, `waiting` replaces an empty table."""
+    if not view.servers:
+        message = waiting or f"No server has written to {source} yet."
+        return Panel(Text(message), title="srpc metrics", box=box.ROUNDED, expand=False)
+    parts: list[RenderableType] = [_header(view), _table(view, wide=width >= WIDE_COLUMNS)]
+    errors = _errors_table(view)
+    if errors is not None:
+        parts.append(errors)
+    stamp = time.strftime("%H:%M:%S", time.localtime(view.time))
+    parts.append(Text(f"log: {source} · {stamp}", style="dim"))
+    return Group(*parts)
+
+
+def _header(view: MetricsView) -> RenderableType:
+    lines = Text()
+    services = sorted({server.service for server in view.servers})
+    lines.append("service ", style="dim").append(", ".join(services), style="bold")
+    for server in view.servers[:MAX_SERVERS_LISTED]:
+        lines.append("\n").append(server.address, style="bold")
+        pid = f"pid {server.pid}" if server.pid is not None else "pid ?"
+        lines.append(f"  {pid} on {server.host}  up {format_uptime(server.uptime)}  ")
+        lines.append(server.state, style=_STATE_STYLES.get(server.state, ""))
+    hidden = view.servers[MAX_SERVERS_LISTED:]
+    if hidden:
+        live = sum(server.state == "live" for server in hidden)
+        lines.append(f"\n… and {len(hidden)} more servers ({live} live)", style="dim")
+    total = view.total.stats
+    lines.append("\n").append(f"{total.calls:,} calls", style="bold")
+    lines.append(f"  {total.ok:,} ok  ")
+    lines.append(f"{total.failed:,} failed", style="bold red" if total.failed else "")
+    lines.append(f" ({100 * total.error_rate:.1f}%)  ")
+    lines.append(f"{view.total.calls_per_second:,.1f} calls/s", style="bold")
+    lines.append(f" over {view.window:g}s", style="dim")
+    title = f"srpc metrics · {len(view.servers)} server" + ("s" if len(view.servers) > 1 else "")
+    return Panel(lines, title=title, title_align="left", box=box.ROUNDED, expand=False)
+
+
+def _table(view: MetricsView, wide: bool) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, header_style="bold")
+    table.add_column("procedure", no_wrap=True, overflow="ellipsis", max_width=28)
+    for name in ("ok", "failed", "err%", "calls/s"):
+        table.add_column(name, justify="right", no_wrap=True)
+    latency_columns = (
+        ["min", "mean", "p50", "p95", "p99", "max"] if wide else ["p50", "p95", "p99", "max"]
+    )
+    for name in latency_columns:
+        table.add_column(name, justify="right", no_wrap=True)
+    for row in view.procedures:
+        table.add_row(*_cells(row, latency_columns))
+    table.add_section()
+    table.add_row(*_cells(view.total, latency_columns), style="bold")
+    return table
+
+
+def _cells(row: ProcedureView, latency_columns: list[str]) -> list[Text]:
+    stats, latency = row.stats, row.stats.latency
+    idle = stats.calls == 0
+    failed_style = "bold red" if stats.failed else "dim"
+    values = {
+        "min": latency.min if latency.count else None,
+        "mean": latency.mean,
+        "p50": latency.percentile(0.50),
+        "p95": latency.percentile(0.95),
+        "p99": latency.percentile(0.99),
+        "max": latency.max if latency.count else None,
+    }
+    return [
+        Text(row.name, style="dim" if idle else ""),
+        Text(f"{stats.ok:,}", style="dim" if idle else ""),
+        Text(f"{stats.failed:,}", style=failed_style),
+        Text(f"{100 * stats.error_rate:.1f}", style=failed_style),
+        Text(f"{row.calls_per_second:,.1f}", style="dim" if row.calls_per_second == 0 else ""),
+        *(
+            Text(format_seconds(values[name]), style="dim" if idle else "")
+            for name in latency_columns
+        ),
+    ]
+
+
+def _errors_table(view: MetricsView) -> Table | None:
+    rows = [
+        (row.name, name, count) for row in view.procedures for name, count in row.stats.top_errors()
+    ]
+    if not rows:
+        return None
+    table = Table(
+        title="top errors",
+        title_justify="left",
+        title_style="bold",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        header_style="bold",
+    )
+    table.add_column("procedure", no_wrap=True, overflow="ellipsis", max_width=28)
+    table.add_column("exception", overflow="fold")
+    table.add_column("count", justify="right", no_wrap=True)
+    for procedure, name, count in rows:
+        table.add_row(procedure, Text(name, style="red"), f"{count:,}")
+    return table
+
+
+def _waiting_message(follower: LogFollower) -> str | None:
+    if not follower.exists():
+        return f"Waiting for {follower.path} to appear (start a server in that directory)…"
+    return None
+
+
+def show_once(follower: LogFollower, aggregator: MetricsAggregator, console: Console) -> None:
+    """Read the whole log and print the dashboard once."""
+    aggregator.feed(follower.poll())
+    view = aggregator.view()
+    console.print(render(view, follower.path, console.width, _waiting_message(follower)))
+
+
+def show_live(
+    follower: LogFollower, aggregator: MetricsAggregator, console: Console, interval: float
+) -> None:
+    """Redraw the dashboard every `interval` seconds until Ctrl+C (which returns normally)."""
+    try:
+        # "ellipsis": a table taller than the terminal is cut, never scrolled into a mess.
+        with Live(console=console, auto_refresh=False, vertical_overflow="ellipsis") as live:
+            while True:
+                aggregator.feed(follower.poll())
+                view = aggregator.view()
+                waiting = _waiting_message(follower)
+                live.update(render(view, follower.path, console.width, waiting), refresh=True)
+                time.sleep(interval)
+    except KeyboardInterrupt:
+        pass  # Live's exit has restored the cursor; Ctrl+C is the normal way out
