@@ -4,6 +4,7 @@ subcommands plugins add (the zmq plugin adds ``srpc broker``)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -27,11 +28,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"srpc {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="<command>", required=True)
 
-    def add(name: str, help: str, configure: Callable[[Any], None], run: Runner) -> None:
+    def add(
+        name: str,
+        help: str,
+        configure: Callable[[Any], None],
+        run: Runner,
+        description: str | None = None,
+        epilog: str | None = None,
+    ) -> None:
         sub = commands.add_parser(
             name,
             help=help,
-            description=help,
+            description=description or help,
+            epilog=epilog,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         configure(sub)
@@ -42,12 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
         "generate the server and client stubs for an interface",
         srpc_stub_gen.configure_parser,
         srpc_stub_gen.run,
+        srpc_stub_gen.DESCRIPTION,
+        srpc_stub_gen.EPILOG,
     )
     add(
         "metrics",
         "show a server's metrics log as a live dashboard",
         srpc_show_metrics.configure_parser,
         srpc_show_metrics.run,
+        srpc_show_metrics.DESCRIPTION,
     )
     add(
         "plugins",
@@ -64,40 +76,27 @@ def _configure_plugins(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_plugins(args: argparse.Namespace) -> int:
-    plugins = get_plugins()
-    rows = [
-        {
-            "name": info.name,
-            "distribution": info.distribution,
-            "version": info.version,
-            "module": info.module,
-            "transports": info.transports,
-            "codecs": info.codecs,
-            "error": info.error,
-        }
-        for info in sorted(plugins.infos.values(), key=lambda i: (i.distribution, i.name))
-    ]
+    infos = sorted(get_plugins().infos.values(), key=lambda i: (i.distribution, i.name))
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([dataclasses.asdict(info) for info in infos], indent=2))
         return 0
-    header = ("plugin", "distribution", "transports", "codecs")
-    table = [header] + [
+    table = [("plugin", "distribution", "transports", "codecs")] + [
         (
-            r["name"],
-            f"{r['distribution']} {r['version']}".strip(),
-            ", ".join(r["transports"]) or "-",
-            ", ".join(r["codecs"]) or "-",
+            info.name,
+            f"{info.distribution} {info.version}".strip(),
+            ", ".join(info.transports) or "-",
+            ", ".join(info.codecs) or "-",
         )
-        for r in rows
+        for info in infos
     ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
     for row in table:
         print(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
-    for r in rows:
-        if r["error"]:
-            print(f"\nplugin {r['name']!r} ({r['module']}) failed to load: {r['error']}")
+    for info in infos:
+        if info.error:
+            print(f"\nplugin {info.name!r} ({info.module}) failed to load: {info.error}")
     return 0
 
 
