@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from support import EXAMPLES, ServerProcess, run_client
+from support import EXAMPLES, ServerProcess, generate_stubs, run_client
 
 
 def test_walkthrough_with_client_in_another_folder(
@@ -34,3 +34,12 @@ def test_walkthrough_with_client_in_another_folder(
         "ZeroDivisionError: division by zero",
     ]
     assert not (client_dir / "calc" / "calc.py").exists()  # the client never needs it
+
+
+def test_example_stubs_are_current() -> None:
+    """The stubs committed under examples/ match what the generator writes today."""
+    for side in ("server", "client"):
+        result = generate_stubs(
+            EXAMPLES / "calc" / side, "calc/calc_interface.py", "--check", "--only", side
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
