@@ -142,8 +142,9 @@ class Plugins:
         codec = self._lookup(self.codecs, name, "codec", source)(options)
         if not isinstance(codec, Codec):
             raise PluginError(f"the factory of codec {name!r} did not return a Codec")
-        if not codec.name:
-            codec.name = name  # type: ignore[misc]
+        # The hello names the codec by the name srpc.toml selected (the client sends it, the
+        # server answers with codec.name), so that is the name, even for a class registered twice.
+        codec.name = name  # type: ignore[misc]
         return codec
 
     def _lookup(self, offers: dict[str, Offer], name: str, kind: str, source: str) -> Any:

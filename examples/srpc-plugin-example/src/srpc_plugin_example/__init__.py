@@ -1,0 +1,7 @@
+"""An example srpc plugin: the ``uds`` transport and the ``msgpack`` codec.
+
+srpc finds both through the ``srpc`` entry points in this distribution's pyproject.toml; select
+them in srpc.toml with ``transport = "uds"`` and ``codec = "msgpack"``.
+"""
+
+__version__ = "0.1.0"

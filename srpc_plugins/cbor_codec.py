@@ -1,0 +1,213 @@
+"""The ``cbor`` codec: messages as RFC 8949 CBOR, via cbor2 (``pip install 'srpc[cbor]'``).
+
+Carries what JSON carries plus three types that travel as themselves:
+
+* `bytes` (CBOR byte strings; `bytearray` and `memoryview` arrive as `bytes`);
+* big integers of any size (tags 2 and 3);
+* time-zone-aware `datetime` (tag 0, an RFC 3339 string that keeps the UTC offset, so
+  ``12:00+05:30`` arrives as ``12:00+05:30``, with a fixed-offset `timezone` as its tzinfo).
+
+A *naive* `datetime` is refused with an `EncodeError`: it names no instant, and guessing a time
+zone would silently shift it. Attach one (``datetime.now(timezone.utc)``).
+
+Decoding is hardened for hostile input. cbor2 turns many semantic tags into Python objects
+(regular expressions, MIME messages, Decimals, Fractions, UUIDs, IP addresses, sets, shared and
+cyclic references); this codec accepts only tags 0 and 1 (date-times), 2 and 3 (big integers)
+and 55799 (the self-describe marker) and refuses every other tag, known or not. Nesting is
+limited (``max_depth``, default 256), map keys must be text or byte strings (other keys let an
+attacker build maps whose hashes collide), duplicate keys and bytes after the message are
+refused. Nothing is ever imported or executed because of what the data says. (CBOR's
+``undefined`` and simple values decode to cbor2's inert marker objects; encoding refuses them.)
+
+Options (``[srpc.cbor]``): ``max_depth`` (deepest nesting of arrays and maps accepted).
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import fractions
+import io
+import ipaddress
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from email.message import Message
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, NoReturn
+
+from srpc_core.codec import Codec
+from srpc_core.errors import ConfigError, DecodeError, EncodeError, MissingDependencyError
+from srpc_core.hookspecs import RegisterCodec, hookimpl
+
+#: The self-describe marker: allowed (with 0, 1, 2 and 3, which cbor2 decodes itself); inert.
+SELF_DESCRIBE_TAG = 55799
+#: Tags cbor2 decodes into Python objects on its own; each is refused explicitly.
+CBOR2_BUILTIN_TAGS = (4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261, 1004)
+DEFAULT_MAX_DEPTH = 256
+#: Types cbor2 would encode natively that srpc does not carry (the peer would refuse them).
+REFUSED_TYPES: tuple[type, ...] = (
+    set,
+    frozenset,
+    complex,
+    datetime.date,
+    datetime.time,
+    decimal.Decimal,
+    fractions.Fraction,
+    uuid.UUID,
+    re.Pattern,
+    Message,
+    ipaddress.IPv4Address,
+    ipaddress.IPv6Address,
+    ipaddress.IPv4Network,
+    ipaddress.IPv6Network,
+    ipaddress.IPv4Interface,
+    ipaddress.IPv6Interface,
+)
+
+
+class CborCodec(Codec):
+    """CBOR via cbor2, restricted to srpc's data model plus bytes, datetimes and big ints."""
+
+    name = "cbor"
+    value_types = (type(None), bool, int, float, str, bytes, list, dict, datetime.datetime)
+
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(options)
+        try:
+            import cbor2
+        except ImportError:
+            raise MissingDependencyError(
+                "codec 'cbor' needs the cbor2 package: pip install 'srpc[cbor]'"
+            ) from None
+        if _major_version("cbor2") < 6:  # the decoder restrictions below need the 6.x API
+            raise MissingDependencyError(
+                "codec 'cbor' needs cbor2 6 or later: pip install --upgrade 'srpc[cbor]'"
+            )
+        self._max_depth = _max_depth(self.options)
+        self._cbor2 = cbor2
+        self._encoders = self._build_encoders(cbor2)
+        self._tag_decoders: dict[int, Callable[[Any, bool], Any]] = {
+            tag: _refuse_builtin_tag(tag) for tag in CBOR2_BUILTIN_TAGS
+        }
+        # cbor2's own decoder for the self-describe marker freezes the value (lists become
+        # tuples); the marker means nothing, so hand the value through as it is.
+        self._tag_decoders[SELF_DESCRIBE_TAG] = _pass_through
+
+    def encode(self, message: Any) -> bytes:
+        try:
+            data: bytes = self._cbor2.dumps(message, encoders=self._encoders, default=_refuse)
+        except EncodeError:
+            raise
+        except (self._cbor2.CBOREncodeError, RecursionError, OverflowError) as exc:
+            # Cycles, values cbor2 rejects: name the problem, not cbor2's internals.
+            raise EncodeError(f"codec 'cbor' cannot carry this value: {exc}") from None
+        return data
+
+    def decode(self, data: bytes) -> Any:
+        stream = io.BytesIO(data)
+        decoder = self._cbor2.CBORDecoder(
+            stream,
+            tag_hook=_refuse_unknown_tag,
+            semantic_decoders=self._tag_decoders,
+            max_depth=self._max_depth,
+            strict_hashable_types=True,
+            allow_duplicate_keys=False,
+        )
+        try:
+            message = decoder.decode()
+        except self._cbor2.CBORDecodeError as exc:
+            raise DecodeError(f"not valid srpc CBOR: {_describe(exc)}") from None
+        # cbor2 stops after one item; anything after it means the bytes are not one message.
+        if stream.tell() != len(data):
+            raise DecodeError(
+                f"not valid srpc CBOR: {len(data) - stream.tell()} unexpected bytes after the "
+                "message"
+            )
+        return message
+
+    def _build_encoders(self, cbor2: Any) -> dict[type, Callable[[Any, Any], None]]:
+        encoders: dict[type, Callable[[Any, Any], None]] = {t: _refuse for t in REFUSED_TYPES}
+        for t in (cbor2.CBORTag, cbor2.CBORSimpleValue, type(cbor2.undefined)):
+            encoders[t] = _refuse
+        encoders[dict] = _encode_map
+        encoders[datetime.datetime] = _encode_datetime
+        return encoders
+
+
+def _major_version(distribution: str) -> int:
+    try:
+        return int(version(distribution).split(".")[0])
+    except (PackageNotFoundError, ValueError):
+        return 0
+
+
+def _max_depth(options: Mapping[str, Any]) -> int:
+    unknown = set(options) - {"max_depth"}
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {', '.join(sorted(unknown))} in [srpc.cbor]; valid keys: max_depth"
+        )
+    depth = options.get("max_depth", DEFAULT_MAX_DEPTH)
+    if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= 10_000:
+        raise ConfigError(
+            f"[srpc.cbor] max_depth = {depth!r} is invalid: expected an integer from 1 to 10000"
+        )
+    return depth
+
+
+def _refuse(encoder: Any, value: Any) -> NoReturn:
+    raise EncodeError(
+        f"codec 'cbor' cannot carry a value of type {type(value).__qualname__!r}; convert it to "
+        "str, bytes, int, float, bool, None, list, dict or an aware datetime"
+    )
+
+
+def _encode_map(encoder: Any, value: dict[Any, Any]) -> None:
+    # The decoder only accepts text and byte string keys (see the module docstring): refuse
+    # other keys here, so the caller gets the error instead of the peer.
+    for key in value:
+        if not isinstance(key, str | bytes):
+            raise EncodeError(
+                f"codec 'cbor' cannot carry a dict key of type {type(key).__qualname__!r}; "
+                "dict keys must be str (or bytes)"
+            )
+    encoder.encode_map(value)
+
+
+def _encode_datetime(encoder: Any, value: datetime.datetime) -> None:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise EncodeError(
+            f"codec 'cbor' cannot carry a naive value of type 'datetime' ({value.isoformat()}): "
+            "it names no instant; attach a time zone, e.g. datetime.now(timezone.utc)"
+        )
+    encoder.encode_datetime(value)
+
+
+def _refuse_unknown_tag(tag: Any, immutable: bool) -> NoReturn:
+    raise DecodeError(f"CBOR semantic tag {tag.tag} is not allowed in srpc messages")
+
+
+def _refuse_builtin_tag(number: int) -> Callable[[Any, bool], NoReturn]:
+    def refuse(value: Any, immutable: bool) -> NoReturn:
+        raise DecodeError(f"CBOR semantic tag {number} is not allowed in srpc messages")
+
+    return refuse
+
+
+def _pass_through(value: Any, immutable: bool) -> Any:
+    return value
+
+
+def _describe(exc: BaseException) -> str:
+    """cbor2 wraps our DecodeError (and other causes) in its own: show the root cause."""
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, DecodeError):
+        return str(cause)
+    return f"{exc}: {cause}" if cause is not None else str(exc)
+
+
+@hookimpl
+def srpc_register_codecs(register: RegisterCodec) -> None:
+    """Offer ``cbor``."""
+    register("cbor", CborCodec)
