@@ -1,19 +1,23 @@
-"""Per-call latency of srpc against a bare Python socket round trip, measured in one run.
+"""Per-call latency of srpc's transports and codecs against a bare Python socket round trip,
+all measured in the same run.
 
-    python bench/bench_latency.py                      # tcp+json, 10,000 calls
-    python bench/bench_latency.py --calls 20000 --combos tcp:json tcp:cbor zmq:json zmq:cbor
+    python bench/bench_latency.py --calls 10000 --combos tcp:json     # the headline figure
+    python bench/bench_latency.py                                     # every combination
 
-Each row: a server process started from generated calc stubs, one client on one connection
-making sequential `add(i, 1)` calls after a warm-up; every call is timed on its own. The
-baseline is the same loop over a bare socket: a 4-byte length-prefixed echo server written with
-nothing but the standard library, the smallest round trip Python can do over TCP.
+Each srpc row: a server process serving the calculator of examples/calc, one client (one
+connection) making sequential ``add(i, 1)`` calls after a warm-up, every call timed on its own.
+The baseline row is the same loop over a bare socket: a 4-byte length-prefixed echo server
+written with nothing but the standard library, the smallest round trip Python can do over TCP.
+Rows take turns in blocks of calls, so background load hits every row alike. The table shows the
+median, the 99th percentile, and the median's ratio to the bare socket and to tcp+json.
+``uds`` and ``msgpack`` come from examples/srpc-plugin-example, used from its source folder when
+it is not installed.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import socket
 import statistics
 import struct
@@ -22,150 +26,217 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
+
+from srpc_core import Client, Config, Server
+from srpc_core.plugins import Plugins, get_plugins
 
 REPO = Path(__file__).resolve().parent.parent
+CALC = REPO / "examples" / "calc" / "server"
+EXAMPLE_PLUGIN = REPO / "examples" / "srpc-plugin-example" / "src"
+DEFAULT_COMBOS = [
+    "tcp:json",
+    "tcp:cbor",
+    "zmq:json",
+    "zmq:cbor",
+    "uds:json",
+    "uds:cbor",
+    "uds:msgpack",
+]
+BASELINE = "tcp:json"
+BLOCK = 250
+#: CPUs for the server processes (set by --pin); None leaves placement to the scheduler.
+SERVER_CPUS: set[int] | None = None
+
+
+def pin_server() -> None:
+    """Run in each server process before it starts (see --pin)."""
+    if SERVER_CPUS is not None:
+        os.sched_setaffinity(0, SERVER_CPUS)
+
+
+def plugins() -> Plugins:
+    """srpc's plugins, plus the example plugin's modules if it is not installed."""
+    installed = get_plugins()
+    if "uds" in installed.transports:
+        return installed
+    sys.path.insert(0, str(EXAMPLE_PLUGIN))
+    from srpc_plugin_example import msgpack_codec, uds
+
+    extra: dict[str, ModuleType] = {"uds": uds, "msgpack": msgpack_codec}
+    return Plugins(extra_plugins=extra)
+
+
+def config(transport: str, codec: str, host: str, port: int) -> Config:
+    return Config(transport=transport, codec=codec, host=host, port=port, metrics_path="")
+
+
+def serve(transport: str, codec: str, host: str) -> None:
+    """Server process: print the bound port, then serve until killed."""
+    import threading
+
+    sys.path.insert(0, str(CALC))
+    from calc.calc import Calc
+    from calc.calc_interface import CalcInterface
+
+    server = Server(
+        CalcInterface, Calc(), config=config(transport, codec, host, 0), plugins=plugins()
+    )
+    thread = threading.Thread(target=server.start, daemon=True)
+    thread.start()
+    if not server.wait_until_serving(20):
+        raise SystemExit("the server did not start")
+    print(f"PORT {server.port}", flush=True)
+    thread.join()
+
+
+class Row:
+    """One transport+codec: its server process and a client of it."""
+
+    def __init__(self, combo: str, sockets: Path) -> None:
+        sys.path.insert(0, str(CALC))
+        from calc.calc_interface import CalcInterface
+
+        self.name = combo.replace(":", "+")
+        transport, codec = combo.split(":")
+        host = str(sockets) if transport == "uds" else "127.0.0.1"
+        self.server = subprocess.Popen(
+            [sys.executable, __file__, "--serve", transport, codec, host],
+            stdout=subprocess.PIPE,
+            preexec_fn=pin_server,
+            text=True,
+        )
+        assert self.server.stdout is not None
+        port = next(int(line[5:]) for line in self.server.stdout if line.startswith("PORT "))
+        self.client = Client(
+            CalcInterface, config=config(transport, codec, host, port), plugins=plugins()
+        )
+        self.timings: list[float] = []
+
+    def time_calls(self, calls: int, record: bool = True) -> None:
+        """Make `calls` sequential add() calls, timing each (in microseconds)."""
+        clock, call, timings = time.perf_counter_ns, self.client.call, self.timings
+        for i in range(calls):
+            started = clock()
+            call("add", (i, 1))
+            if record:
+                timings.append((clock() - started) / 1000)
+
+    def close(self) -> None:
+        self.client.close()
+        self.server.terminate()
+        self.server.wait()
+
+
 ECHO_SERVER = """
-import socket, struct, sys
+import socket, struct
 listener = socket.create_server(("127.0.0.1", 0))
 print(listener.getsockname()[1], flush=True)
 conn, _ = listener.accept()
 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 reader = conn.makefile("rb")
-while True:
-    header = reader.read(4)
-    if len(header) < 4:
-        break
-    body = reader.read(struct.unpack(">I", header)[0])
-    conn.sendall(header + body)
+while len(header := reader.read(4)) == 4:
+    conn.sendall(header + reader.read(struct.unpack(">I", header)[0]))
 """
 
 
-def time_calls(call: object, calls: int, warmup: int) -> list[float]:
-    """Per-call durations in microseconds."""
-    assert callable(call)
-    for i in range(warmup):
-        call(i)
-    timings = []
-    clock = time.perf_counter_ns
-    for i in range(calls):
-        started = clock()
-        call(i)
-        timings.append((clock() - started) / 1000)
-    return timings
+class BareSocketRow(Row):
+    """The baseline: a request-sized frame echoed by a standard-library socket server."""
 
+    def __init__(self) -> None:
+        self.name = "bare socket"
+        self.server = subprocess.Popen(
+            [sys.executable, "-c", ECHO_SERVER],
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=pin_server,
+        )
+        assert self.server.stdout is not None
+        self.sock = socket.create_connection(("127.0.0.1", int(self.server.stdout.readline())))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.reader = self.sock.makefile("rb")
+        request = b'[1,"add",[4,2],{}]'  # what srpc tcp+json sends for add(4, 2)
+        self.frame = struct.pack(">I", len(request)) + request
+        self.timings = []
 
-def bare_socket(calls: int, warmup: int) -> list[float]:
-    server = subprocess.Popen(
-        [sys.executable, "-c", ECHO_SERVER], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert server.stdout is not None
-        port = int(server.stdout.readline())
-        sock = socket.create_connection(("127.0.0.1", port))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        reader = sock.makefile("rb")
-        request = b'[1,"add",[4,2],{}]'
-        frame = struct.pack(">I", len(request)) + request
-
-        def round_trip(i: int) -> None:
+    def time_calls(self, calls: int, record: bool = True) -> None:
+        clock, timings, sock, reader, frame = (
+            time.perf_counter_ns,
+            self.timings,
+            self.sock,
+            self.reader,
+            self.frame,
+        )
+        for _ in range(calls):
+            started = clock()
             sock.sendall(frame)
             reader.read(struct.unpack(">I", reader.read(4))[0])
+            if record:
+                timings.append((clock() - started) / 1000)
 
-        return time_calls(round_trip, calls, warmup)
-    finally:
-        server.kill()
-        server.wait()
-
-
-def srpc_combo(project: Path, transport: str, codec: str, calls: int, warmup: int) -> list[float]:
-    config = project / f"{transport}-{codec}.toml"
-    config.write_text(
-        f'[srpc]\ntransport = "{transport}"\ncodec = "{codec}"\n[srpc.metrics]\npath = ""\n'
-    )
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from srpc_calc_server_stub import SrpcCalcServerStub\n"
-            f"SrpcCalcServerStub('127.0.0.1', 0, config={str(config)!r}).start()",
-        ],
-        cwd=project,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        port = _wait_for_port(server)
-        sys.path.insert(0, str(project))
-        from srpc_calc_client_stub import SrpcCalcClientStub  # type: ignore[import-not-found]
-
-        with SrpcCalcClientStub("127.0.0.1", port, config=str(config)) as calc:
-            return time_calls(lambda i: calc.add(i, 1), calls, warmup)
-    finally:
-        server.terminate()
-        server.wait()
-
-
-def _wait_for_port(server: subprocess.Popen[str]) -> int:
-    assert server.stdout is not None
-    for line in server.stdout:
-        if "srpc: serving" in line:
-            return int(line.split(" at ")[1].split()[0].rsplit(":", 1)[1])
-    raise SystemExit(f"the server did not start (exit code {server.wait()})")
-
-
-def make_project() -> Path:
-    project = Path(tempfile.mkdtemp(prefix="srpc-bench-"))
-    shutil.copytree(REPO / "examples" / "calc" / "server" / "calc", project / "calc")
-    subprocess.run(
-        [sys.executable, "-m", "srpc_core.tools.srpc_stub_gen", "calc/calc_interface.py"],
-        cwd=project,
-        check=True,
-        capture_output=True,
-    )
-    return project
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+        self.server.kill()
+        self.server.wait()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--calls", type=int, default=5000, help="timed calls per row")
+    parser.add_argument("--warmup", type=int, default=500, help="untimed calls first")
+    parser.add_argument("--combos", nargs="+", default=DEFAULT_COMBOS, metavar="TRANSPORT:CODEC")
     parser.add_argument(
-        "--calls", type=int, default=10_000, help="timed calls per row (default 10000)"
+        "--serve", nargs=3, metavar=("TRANSPORT", "CODEC", "HOST"), help=argparse.SUPPRESS
     )
-    parser.add_argument("--warmup", type=int, default=500, help="untimed calls first (default 500)")
     parser.add_argument(
-        "--combos",
-        nargs="+",
-        default=["tcp:json"],
-        metavar="TRANSPORT:CODEC",
-        help="srpc rows to measure (default tcp:json)",
+        "--pin",
+        choices=["same", "split", "none"],
+        default="same",
+        help="same: client and servers on CPU 0 (steady; measures srpc's own cost, the default); "
+        "split: client on CPU 0, servers on CPU 1 (adds the cross-CPU wake-up, large on VMs); "
+        "none: let the scheduler place them (noisy)",
     )
     args = parser.parse_args()
-    project = make_project()
-    try:
-        rows = [("bare socket (baseline)", bare_socket(args.calls, args.warmup))]
-        for combo in args.combos:
-            transport, codec = combo.split(":")
-            rows.append(
-                (
-                    f"srpc {transport}+{codec}",
-                    srpc_combo(project, transport, codec, args.calls, args.warmup),
-                )
-            )
-    finally:
-        shutil.rmtree(project, ignore_errors=True)
-    baseline = statistics.median(rows[0][1])
+    if args.serve:
+        serve(*args.serve)
+        return
+    global SERVER_CPUS
+    if args.pin != "none":
+        os.sched_setaffinity(0, {0})
+        SERVER_CPUS = {0} if args.pin == "same" else {1}
+    combos = [BASELINE, *(c for c in args.combos if c != BASELINE)]
+    with tempfile.TemporaryDirectory(prefix="srpc-bench-") as sockets:
+        rows: list[Row] = [BareSocketRow()]
+        rows += [Row(combo, Path(sockets)) for combo in combos]
+        try:
+            # Small blocks, taking turns: background load hits every row alike.
+            for row in rows:
+                row.time_calls(args.warmup, record=False)
+            for _ in range(max(1, args.calls // BLOCK)):
+                for row in rows:
+                    row.time_calls(BLOCK)
+        finally:
+            for row in rows:
+                row.close()
+    report(rows, args.calls, args.pin)
+
+
+def report(rows: list[Row], calls: int, pin: str) -> None:
+    bare, baseline = (statistics.median(row.timings) for row in rows[:2])
     print(
-        f"{args.calls} sequential calls per row, one connection, Python {sys.version.split()[0]}, "
-        f"{os.cpu_count()} CPUs"
+        f"{calls} sequential add() calls per row (in turns of {BLOCK}), one connection each, "
+        f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, --pin {pin}"
     )
-    print(f"{'row':<26}{'median us':>10}{'p99 us':>10}{'mean us':>10}{'x baseline':>12}")
-    for name, timings in rows:
-        median = statistics.median(timings)
-        p99 = statistics.quantiles(timings, n=100)[98]
+    print(f"{'row':<18}{'median us':>11}{'p99 us':>10}{'vs bare':>9}{'vs tcp+json':>13}")
+    for row in rows:
+        median = statistics.median(row.timings)
+        p99 = statistics.quantiles(row.timings, n=100)[98]
         print(
-            f"{name:<26}{median:>10.1f}{p99:>10.1f}{statistics.fmean(timings):>10.1f}{median / baseline:>12.2f}"
+            f"{row.name:<18}{median:>11.1f}{p99:>10.1f}{median / bare:>9.2f}"
+            f"{median / baseline:>13.2f}"
         )
 
 
