@@ -64,7 +64,7 @@ def remote_raises() -> Iterator[Raise]:
         try:
             with srpc_core.Client(ProbeInterface, "127.0.0.1", port, timeout=10) as client:
                 client.call("probe")
-        except BaseException as exc:  # noqa: BLE001 - what comes back is the point
+        except BaseException as exc:
             return exc
         finally:
             server.join(10)
