@@ -21,6 +21,7 @@ import selectors
 import socket
 import struct
 import threading
+import time
 
 from srpc_core import protocol
 from srpc_core.errors import CallTimeoutError, FrameTooLargeError, TransportError
@@ -218,14 +219,15 @@ class StreamListener(Listener):
                 conn.shutdown(socket.SHUT_RD)  # an idle reader wakes with EOF; a busy one answers
             except OSError:
                 pass
+        deadline = time.monotonic() + self._drain_timeout  # for all of them, not each
         for thread in connections.values():
-            thread.join(self._drain_timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _serve_connection(self, conn: socket.socket) -> None:
-        if conn.family in (socket.AF_INET, socket.AF_INET6):
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn.settimeout(self._idle_timeout)
         try:
+            if conn.family in (socket.AF_INET, socket.AF_INET6):  # EINVAL on macOS if reset
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.settimeout(self._idle_timeout)
             while not self._stopping.is_set():
                 try:
                     message = recv_frame(conn, self._max_bytes)

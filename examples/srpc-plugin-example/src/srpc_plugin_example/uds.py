@@ -18,44 +18,34 @@ Options (``[srpc.uds]``): ``dir`` (the socket directory for loopback hosts), ``m
 socket file's permissions, default ``0o600``: only this user may connect), ``idle_timeout``
 (seconds a server keeps a silent connection, default 300), ``backlog`` (default 128).
 
-Wire: the same 4-byte length framing as srpc's tcp transport (see framing.py). Server: a thread
-per connection, so a slow call holds up nobody else.
+Wire and server come from ``srpc_core.streams``, as for srpc's tcp transport: the same 4-byte
+length framing, and a thread per connection, so a slow call holds up nobody else.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import logging
 import os
 import random
-import selectors
 import socket
 import stat
 import tempfile
-import threading
 from pathlib import Path
 from typing import TypeVar
 
 from srpc_core import (
-    CallTimeoutError,
     Channel,
     ConfigError,
-    FrameTooLargeError,
     Handler,
     Listener,
     ServerUnavailableError,
     Transport,
-    TransportError,
     TransportSettings,
     hookimpl,
 )
 from srpc_core.hookspecs import RegisterTransport
-from srpc_core.protocol import control_error
+from srpc_core.streams import StreamChannel, StreamListener
 
-from srpc_plugin_example.framing import FrameTooLarge, recv_frame, send_frame
-
-log = logging.getLogger("srpc.uds")
 OPTIONS = ("backlog", "dir", "idle_timeout", "mode")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 #: sun_path is 108 bytes on Linux, 104 on macOS, including the final NUL.
@@ -115,7 +105,7 @@ class UdsTransport(Transport):
             raise ServerUnavailableError(
                 f"no srpc server at uds://{path}: is it running? ({exc.strerror or exc})"
             ) from None
-        return UdsChannel(sock, f"uds://{path}", self.settings.max_message_bytes, timeout)
+        return StreamChannel(sock, f"uds://{path}", self.settings.max_message_bytes, timeout)
 
     def listen(self, host: str, port: int, handler: Handler) -> Listener:
         path, in_directory = self._resolve(host, port)
@@ -143,41 +133,8 @@ class UdsTransport(Transport):
         )
 
 
-class UdsChannel(Channel):
-    """One client connection."""
-
-    def __init__(self, sock: socket.socket, address: str, max_bytes: int, timeout: float) -> None:
-        self._sock = sock
-        self._address = address
-        self._max_bytes = max_bytes
-        self._timeout = timeout
-
-    def request(self, message: bytes, timeout: float) -> bytes:
-        if timeout != self._timeout:  # settimeout costs system calls: only when it changes
-            self._sock.settimeout(timeout)
-            self._timeout = timeout
-        try:
-            send_frame(self._sock, message)
-            reply = recv_frame(self._sock, self._max_bytes)
-        except FrameTooLarge as exc:
-            raise FrameTooLargeError(
-                f"the server at {self._address} sent a {exc.size}-byte message, more than "
-                f"max_message_bytes ({self._max_bytes})"
-            ) from None
-        except TimeoutError:
-            raise CallTimeoutError(f"no reply from {self._address} within {timeout} s") from None
-        except (OSError, EOFError) as exc:
-            raise TransportError(f"connection to {self._address} failed: {exc}") from None
-        if reply is None:
-            raise TransportError(f"the server at {self._address} closed the connection")
-        return reply
-
-    def close(self) -> None:
-        self._sock.close()  # idempotent
-
-
-class UdsListener(Listener):
-    """Accepts connections on a bound socket and serves each in its own thread."""
+class UdsListener(StreamListener):
+    """A `StreamListener` on a bound Unix socket file, which it removes when it closes."""
 
     def __init__(
         self,
@@ -187,103 +144,24 @@ class UdsListener(Listener):
         port: int,
         handler: Handler,
     ) -> None:
-        self._sock = sock
         self._path = path
         self._inode = path.stat().st_ino  # to remove only our own socket file at the end
-        self._handler = handler
-        self._max_bytes = transport.settings.max_message_bytes
-        self._idle_timeout = transport.idle_timeout
-        self._drain_timeout = transport.settings.timeout
-        self.address = f"uds://{path}"
-        self.port = port
         os.chmod(path, transport.mode)
         sock.listen(transport.backlog)
-        self._stopping = threading.Event()
-        self._wake_reader, self._wake_writer = socket.socketpair()
-        self._connections: dict[socket.socket, threading.Thread] = {}
-        self._lock = threading.Lock()
+        super().__init__(
+            sock,
+            f"uds://{path}",
+            port,
+            handler,
+            max_bytes=transport.settings.max_message_bytes,
+            idle_timeout=transport.idle_timeout,
+            drain_timeout=transport.settings.timeout,
+        )
 
-    def serve_forever(self) -> None:
+    def closed(self) -> None:
+        """Remove the socket file, unless a newer server has replaced it since."""
         try:
-            with selectors.DefaultSelector() as selector:
-                selector.register(self._sock, selectors.EVENT_READ)
-                selector.register(self._wake_reader, selectors.EVENT_READ)
-                while not self._stopping.is_set():
-                    for key, _ in selector.select():
-                        if key.fileobj is self._sock:
-                            self._accept()
-        finally:
-            self._sock.close()
-            self._remove_socket_file()
-            self._drain()
-            self._wake_reader.close()
-            self._wake_writer.close()
-
-    def shutdown(self) -> None:
-        self._stopping.set()
-        # Wakes the selector; safe in a signal handler. OSError: serve_forever already returned.
-        with contextlib.suppress(OSError):
-            self._wake_writer.send(b"x")
-
-    def _accept(self) -> None:
-        try:
-            conn, _ = self._sock.accept()
-        except OSError as exc:  # e.g. too many open files: keep serving the others
-            log.warning("srpc uds: accept failed: %s", exc)
-            return
-        thread = threading.Thread(target=self._serve_connection, args=(conn,), daemon=True)
-        with self._lock:
-            self._connections[conn] = thread
-        thread.start()
-
-    def _drain(self) -> None:
-        """Let calls in flight finish and answer; wake idle connections so they end."""
-        with self._lock:
-            connections = dict(self._connections)
-        for conn in connections:
-            with contextlib.suppress(OSError):  # a reader waiting for a request sees EOF
-                conn.shutdown(socket.SHUT_RD)
-        for thread in connections.values():
-            thread.join(self._drain_timeout)
-
-    def _serve_connection(self, conn: socket.socket) -> None:
-        conn.settimeout(self._idle_timeout)
-        try:
-            while not self._stopping.is_set():
-                try:
-                    message = recv_frame(conn, self._max_bytes)
-                except FrameTooLarge as exc:
-                    error = (
-                        f"a {exc.size}-byte message exceeds max_message_bytes ({self._max_bytes})"
-                    )
-                    send_frame(conn, control_error(error))
-                    return  # the unread body makes the connection unusable
-                if message is None:
-                    return
-                send_frame(conn, self._answer(message))
-        except (OSError, EOFError) as exc:  # idle timeout, reset, truncated message
-            log.debug("srpc uds: connection ended: %s", exc)
-        finally:
-            with self._lock:
-                self._connections.pop(conn, None)
-            conn.close()
-
-    def _answer(self, message: bytes) -> bytes:
-        try:
-            reply = self._handler(message)
-        except Exception as exc:  # a handler bug must cost one call, not the server
-            log.exception("srpc uds: handler failed")
-            return control_error(f"internal server error: {type(exc).__name__}")
-        if len(reply) > self._max_bytes:
-            return control_error(
-                f"the response is {len(reply)} bytes, more than max_message_bytes "
-                f"({self._max_bytes})"
-            )
-        return reply
-
-    def _remove_socket_file(self) -> None:
-        try:
-            if self._path.stat().st_ino == self._inode:  # not a newer server's socket
+            if self._path.stat().st_ino == self._inode:
                 self._path.unlink()
         except OSError:
             pass
