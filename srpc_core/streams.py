@@ -180,10 +180,12 @@ class StreamListener(Listener):
                             self._accept()
         finally:
             self._sock.close()
-            self.closed()
-            self._drain()
-            self._wake_reader.close()
-            self._wake_writer.close()
+            try:
+                self.closed()
+            finally:  # whatever closed() does, calls in flight still get their answers
+                self._drain()
+                self._wake_reader.close()
+                self._wake_writer.close()
 
     def shutdown(self) -> None:
         self._stopping.set()
