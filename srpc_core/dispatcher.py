@@ -137,5 +137,5 @@ def _is_request(request: Any) -> bool:
         and type(request[1]) is str
         and type(request[2]) is list
         and type(request[3]) is dict
-        and all(type(key) is str for key in request[3])
+        and (not request[3] or all(type(key) is str for key in request[3]))
     )

@@ -9,7 +9,9 @@ refused with an `EncodeError` naming its type: use the ``cbor`` codec for bytes 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import json.encoder
+import json.scanner
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 from srpc_core.codec import Codec
@@ -24,21 +26,31 @@ class JsonCodec(Codec):
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(options)
-        encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=self._refuse)
-        self._encode = encoder.encode
-        self._decode = json.JSONDecoder().decode
+        self._encode = _compact_encoder(self._refuse)
+        decoder = json.JSONDecoder()
+        # The scanner is what JSONDecoder.decode runs after two regex whitespace skips we do not
+        # need (srpc never pads messages): calling it directly saves a third of the decode time.
+        self._scan = json.scanner.make_scanner(decoder)  # type: ignore[arg-type]  # typeshed
 
     def encode(self, message: Any) -> bytes:
         try:
             return self._encode(message).encode()
         except (ValueError, RecursionError) as exc:  # circular or absurdly deep structures
-            raise EncodeError(f"codec 'json' cannot carry this value: {exc}") from None
+            raise EncodeError(
+                f"codec 'json' cannot carry this value: it is circular or nested too deeply ({exc})"
+            ) from None
 
     def decode(self, data: bytes) -> Any:
         try:
-            return self._decode(data.decode())
+            text = data.decode()
+            value, end = self._scan(text, 0)
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise DecodeError(f"not valid JSON: {exc}") from None
+        except StopIteration:  # the scanner's way of saying "no JSON value starts here"
+            raise DecodeError("not valid JSON: expecting a value at the start") from None
+        if end != len(text):
+            raise DecodeError(f"not valid JSON: extra data after the message at offset {end}")
+        return value
 
     @staticmethod
     def _refuse(value: Any) -> NoReturn:
@@ -46,6 +58,19 @@ class JsonCodec(Codec):
             f"codec 'json' cannot carry a value of type {type(value).__qualname__!r}; convert it "
             'to str, int, float, bool, None, list or dict, or use codec = "cbor"'
         )
+
+
+def _compact_encoder(default: Callable[[Any], Any]) -> Callable[[Any], str]:
+    """A function that writes compact JSON, the way `json.dumps` does it, minus the per-call
+    set-up of `JSONEncoder.encode` (it builds a new C encoder on every call)."""
+    make_encoder = getattr(json.encoder, "c_make_encoder", None)
+    if make_encoder is None:  # no C accelerator in this Python: the portable road
+        return json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=default).encode
+    # markers=None skips the circular-reference bookkeeping: a cycle ends in RecursionError.
+    iterencode = make_encoder(
+        None, default, json.encoder.encode_basestring, None, ":", ",", False, False, True
+    )
+    return lambda value: "".join(iterencode(value, 0))
 
 
 @hookimpl
