@@ -1,0 +1,240 @@
+"""The ``zmq`` transport (srpc messages over ZeroMQ, with pyzmq) and the ``srpc broker`` command.
+
+Select it with ``transport = "zmq"`` in srpc.toml on both sides; the stubs stay the same. It
+needs the ``srpc[zmq]`` extra. This module imports without pyzmq, so ``srpc plugins`` always
+lists it; pyzmq is imported only when the transport is built or the broker runs.
+
+Options (``[srpc.zmq]``):
+
+* ``connect``: a server with this set (e.g. ``"tcp://broker-host:5001"``) connects to the back
+  end of ``srpc broker`` instead of binding host:port (docs/scaling.md). Clients ignore it.
+* ``workers``: how many calls a server runs at once (threads), default 16.
+
+The parts: `zmq_channel` (client), `zmq_server` (listener), `zmq_broker` (the broker),
+`zmq_wire` (the frames they exchange).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from srpc_core.errors import ConfigError, MissingDependencyError
+from srpc_core.hookspecs import RegisterCommand, RegisterTransport, hookimpl
+from srpc_core.transport import Channel, Handler, Listener, Transport, TransportSettings
+
+INSTALL_HINT = "pip install 'srpc[zmq]'"
+MAX_WORKERS = 1024
+
+
+def require_pyzmq() -> None:
+    """Raise `MissingDependencyError` naming the extra when pyzmq is not installed."""
+    try:
+        import zmq  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError(
+            f"transport 'zmq' needs pyzmq, which is not installed: {INSTALL_HINT}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class ZmqOptions:
+    """The ``[srpc.zmq]`` table, checked."""
+
+    connect: str = ""
+    workers: int = 16
+
+    @classmethod
+    def parse(cls, options: Mapping[str, Any]) -> ZmqOptions:
+        """Check `options`; raise `ConfigError` naming ``[srpc.zmq]``, the key and valid values."""
+        unknown = set(options) - {"connect", "workers"}
+        if unknown:
+            raise ConfigError(
+                f"unknown key(s) {', '.join(sorted(unknown))} in [srpc.zmq]; valid keys: "
+                "connect, workers"
+            )
+        connect = options.get("connect", "")
+        if not isinstance(connect, str) or (connect and "://" not in connect):
+            raise ConfigError(
+                f"[srpc.zmq] connect = {connect!r} is invalid: expected the broker's back end "
+                'as a ZeroMQ endpoint such as "tcp://127.0.0.1:5001", or "" to bind'
+            )
+        workers = options.get("workers", 16)
+        if not isinstance(workers, int) or isinstance(workers, bool):
+            workers = -1
+        if not 1 <= workers <= MAX_WORKERS:
+            raise ConfigError(
+                f"[srpc.zmq] workers = {options.get('workers')!r} is invalid: expected an "
+                f"integer from 1 to {MAX_WORKERS}"
+            )
+        return cls(connect, workers)
+
+
+class ZmqTransport(Transport):
+    """ZeroMQ: a DEALER socket per client channel, a ROUTER and worker threads per server."""
+
+    name = "zmq"
+
+    def __init__(self, settings: TransportSettings) -> None:
+        super().__init__(settings)
+        self.options = ZmqOptions.parse(settings.options)
+        require_pyzmq()
+
+    def connect(self, host: str, port: int, timeout: float) -> Channel:
+        import zmq
+
+        from srpc_plugins.zmq_channel import ZmqChannel
+
+        address = self.url(host, port)
+        max_bytes = self.settings.max_message_bytes
+        return ZmqChannel(zmq.Context.instance(), host, port, address, max_bytes, timeout)
+
+    def listen(self, host: str, port: int, handler: Handler) -> Listener:
+        import zmq
+
+        from srpc_plugins.zmq_server import BoundFront, BrokerFront, ZmqListener
+
+        context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()  # its own: term() on shutdown
+        max_bytes = self.settings.max_message_bytes
+        front: BoundFront | BrokerFront
+        try:
+            if self.options.connect:
+                front = BrokerFront(context, self.options.connect, max_bytes)
+                address = f"broker+{self.options.connect}"
+            else:
+                front = BoundFront(context, host, port, max_bytes)
+                address = self.url(host, front.port)
+        except BaseException:
+            context.destroy(linger=0)
+            raise
+        return ZmqListener(self.settings, front, context, handler, self.options.workers, address)
+
+
+@hookimpl
+def srpc_register_transports(register: RegisterTransport) -> None:
+    """Offer ``zmq``."""
+    register("zmq", ZmqTransport)
+
+
+@hookimpl
+def srpc_register_commands(register: RegisterCommand) -> None:
+    """Offer ``srpc broker``."""
+    register(
+        "broker",
+        "run a ZeroMQ broker: clients call one address, calls spread over many servers",
+        configure_broker_parser,
+        run_broker,
+    )
+
+
+BROKER_DESCRIPTION = """\
+Run a ZeroMQ broker: clients connect to its front end as if it were one server, servers
+connect to its back end, and every call goes to a server with an idle worker, in turn.
+Servers may join and leave at any time; a server that stops finishes its calls and gets
+no new ones. Ctrl+C or SIGTERM stops the broker. Needs the extra: pip install 'srpc[zmq]'.
+
+Servers' srpc.toml (the stubs do not change):
+  [srpc]
+  transport = "zmq"
+  [srpc.zmq]
+  connect = "tcp://BROKER-HOST:5001"      # the broker's --backend
+
+Clients' srpc.toml:
+  [srpc]
+  transport = "zmq"
+  host = "BROKER-HOST"                    # the broker's --frontend
+  port = 5000
+"""
+
+BROKER_EPILOG = """\
+examples:
+  srpc broker                                       # 127.0.0.1:5000 and 127.0.0.1:5001
+  srpc broker --frontend tcp://0.0.0.0:5000 --backend tcp://0.0.0.0:5001
+  srpc broker --frontend tcp://127.0.0.1:0 --backend tcp://127.0.0.1:0   # any free ports
+
+See docs/scaling.md for what the broker guarantees and where it stops.
+"""
+
+
+def configure_broker_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the ``srpc broker`` arguments."""
+    parser.description = BROKER_DESCRIPTION
+    parser.epilog = BROKER_EPILOG
+    parser.add_argument(
+        "--frontend",
+        default="tcp://127.0.0.1:5000",
+        metavar="ENDPOINT",
+        help="where clients connect (default: %(default)s; port 0 = any free port)",
+    )
+    parser.add_argument(
+        "--backend",
+        default="tcp://127.0.0.1:5001",
+        metavar="ENDPOINT",
+        help="where servers connect (default: %(default)s; port 0 = any free port)",
+    )
+    parser.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=16 * 1024 * 1024,
+        metavar="N",
+        help="drop larger messages; keep it <= the servers' max_message_bytes (default: "
+        "%(default)s)",
+    )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="on stop, how long to wait for calls in flight (default: %(default)s)",
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="do not log servers joining and leaving"
+    )
+
+
+def run_broker(args: argparse.Namespace) -> int:
+    """Run the broker until Ctrl+C or SIGTERM; return the exit code."""
+    require_pyzmq()
+    from srpc_plugins.zmq_broker import Broker
+
+    _log_to_stderr(logging.getLogger("srpc.broker"), args.quiet)
+    try:
+        broker = Broker(
+            args.frontend,
+            args.backend,
+            max_message_bytes=args.max_message_bytes,
+            grace=args.grace,
+        )
+    except OSError as exc:
+        print(f"srpc broker: error: {exc}", file=sys.stderr)
+        return 1
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        broker.stop()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    print(
+        f"srpc broker: clients -> {broker.frontend_endpoint}, "
+        f"servers -> {broker.backend_endpoint}; Ctrl+C stops",
+        flush=True,
+    )
+    try:
+        broker.serve()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print("srpc broker: stopped", flush=True)
+    return 0
+
+
+def _log_to_stderr(logger: logging.Logger, quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("srpc broker: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)

@@ -1,0 +1,190 @@
+"""The client side of the ``zmq`` transport: one DEALER socket per channel.
+
+Why a DEALER and not a REQ socket: REQ enforces send/receive lockstep, so after a timed-out call
+the socket is stuck until the late reply arrives. A DEALER has no such state; each request
+carries a tag (see `zmq_wire`), and a reply whose tag is not the one awaited is dropped.
+
+Why a socket monitor: ZeroMQ connects in the background and retries for ever, which would turn
+"nobody there" and "that is not a ZeroMQ peer" into silent hangs. The monitor reports what
+happened to the connection, so a channel is handed out only after the ZeroMQ handshake
+succeeded, a refused connection fails at once, and a peer that is not speaking ZeroMQ (an srpc
+server with transport 'tcp') is reported as a mismatch. After the handshake the monitor also
+tells when the connection broke, so a call fails promptly instead of waiting out its timeout,
+and the core replaces the channel with a fresh one (and a fresh hello), exactly as with TCP.
+ZeroMQ's own reconnection and queueing stay at their defaults on purpose: with reconnection off
+(or ZMQ_IMMEDIATE on) libzmq discards an answer that arrived just before the connection
+closed, the answer of a server that finished its last call and stopped.
+
+A channel is used by one thread at a time, but the core's pool may hand it to another thread
+for a later call. ZeroMQ allows that (a socket may migrate between threads with a full memory
+barrier in between, which the pool's lock-free handover under the GIL provides); it forbids
+only concurrent use, which never happens.
+"""
+
+from __future__ import annotations
+
+import struct
+from time import monotonic
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from srpc_core.errors import (
+    CallTimeoutError,
+    FrameTooLargeError,
+    MismatchError,
+    ServerUnavailableError,
+    TransportError,
+)
+from srpc_core.transport import Channel
+from srpc_plugins.zmq_wire import DELIMITER, ms, tcp_endpoint
+
+TAG = struct.Struct(">I")
+HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+#: The connection's life as the monitor reports it: TCP connected, then the ZeroMQ handshake
+#: succeeded or failed, and finally closed (refused) or disconnected (broken).
+MONITORED_EVENTS = (
+    zmq.EVENT_CONNECTED
+    | zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | HANDSHAKE_FAILED
+    | zmq.EVENT_CLOSED
+    | zmq.EVENT_DISCONNECTED
+)
+BROKEN_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
+
+
+class ZmqChannel(Channel):
+    """One client connection to a zmq server or to the front end of `srpc broker`.
+
+    Args:
+        context: the ZeroMQ context to make the socket in.
+        host, port: where the server (or broker) is.
+        address: the ``zmq://host:port`` URL used in error messages.
+        max_bytes: max_message_bytes; a larger reply is dropped by libzmq before allocation.
+        timeout: seconds to wait for the connection and handshake.
+    """
+
+    def __init__(
+        self,
+        context: zmq.Context[zmq.Socket[bytes]],
+        host: str,
+        port: int,
+        address: str,
+        max_bytes: int,
+        timeout: float,
+    ) -> None:
+        self._address = address
+        self._max_bytes = max_bytes
+        self._tag = 0
+        self._broken = ""  # why the connection is unusable, once it is
+        self._sock = context.socket(zmq.DEALER)
+        self._sock.linger = 0  # never keep an abandoned request around after close
+        self._sock.maxmsgsize = max_bytes
+        self._sock.ipv6 = ":" in host
+        self._monitor = self._sock.get_monitor_socket(MONITORED_EVENTS)
+        self._poller = zmq.Poller()
+        self._poller.register(self._sock, zmq.POLLIN)
+        self._poller.register(self._monitor, zmq.POLLIN)
+        try:
+            self._connect(tcp_endpoint(host, port), timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    def request(self, message: bytes, timeout: float) -> bytes:
+        if len(message) > self._max_bytes:
+            raise FrameTooLargeError(
+                f"a {len(message)}-byte message exceeds max_message_bytes ({self._max_bytes})"
+            )
+        self._read_events()
+        if self._broken:
+            raise TransportError(self._broken)
+        self._tag = (self._tag + 1) % 2**32
+        tag = TAG.pack(self._tag)
+        try:
+            self._sock.send_multipart([tag, DELIMITER, message], flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:  # cannot happen in lockstep use (the queue holds 1000 messages)
+            raise TransportError(f"cannot send to {self._address}: its queue is full") from None
+        return self._await_reply(tag, len(message), monotonic() + timeout, timeout)
+
+    def close(self) -> None:
+        if self._sock.closed:
+            return
+        self._sock.disable_monitor()
+        self._monitor.close(linger=0)
+        self._sock.close(linger=0)
+
+    def _connect(self, endpoint: str, timeout: float) -> None:
+        try:
+            self._sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            raise ServerUnavailableError(f"cannot connect to {self._address}: {exc}") from None
+        deadline = monotonic() + timeout
+        tcp_connected = False
+        while True:
+            remaining = deadline - monotonic()
+            if remaining <= 0 or not self._monitor.poll(ms(remaining)):
+                raise self._handshake_timeout(tcp_connected, timeout)
+            event = recv_monitor_message(self._monitor)["event"]
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                return
+            if event == zmq.EVENT_CONNECTED:
+                tcp_connected = True
+            elif event & HANDSHAKE_FAILED or (event & BROKEN_EVENTS and tcp_connected):
+                raise self._not_zeromq()
+            elif event & BROKEN_EVENTS:
+                raise ServerUnavailableError(
+                    f"no srpc server at {self._address}: is it running? (connection refused)"
+                )
+
+    def _not_zeromq(self) -> MismatchError:
+        return MismatchError(
+            f"the server at {self._address} is not speaking ZeroMQ (probably transport 'tcp'), "
+            "while this client uses transport 'zmq': set the same transport in srpc.toml on "
+            "both sides"
+        )
+
+    def _handshake_timeout(
+        self, tcp_connected: bool, timeout: float
+    ) -> MismatchError | ServerUnavailableError:
+        if tcp_connected:  # something accepted the connection but never greeted like ZeroMQ
+            return MismatchError(
+                f"the server at {self._address} accepted the connection but did not complete "
+                f"the ZeroMQ handshake within {timeout} s: it is probably not speaking ZeroMQ "
+                "(transport 'tcp'?), while this client uses transport 'zmq'"
+            )
+        return ServerUnavailableError(
+            f"no srpc server at {self._address}: connecting timed out after {timeout} s"
+        )
+
+    def _await_reply(self, tag: bytes, sent_bytes: int, deadline: float, timeout: float) -> bytes:
+        while True:
+            remaining = deadline - monotonic()
+            events = dict(self._poller.poll(ms(remaining))) if remaining > 0 else {}
+            if not events:
+                raise CallTimeoutError(f"no reply from {self._address} within {timeout} s")
+            if self._sock in events:
+                frames = self._sock.recv_multipart()
+                if len(frames) == 3 and frames[0] == tag and frames[1] == DELIMITER:
+                    return frames[2]
+                continue  # a late reply to a call that timed out: not ours any more
+            self._read_events()
+            # A server that answers and then stops: the monitor may report the disconnect in
+            # the same poll that did not yet see the answer, which is queued all the same.
+            if self._broken and not self._sock.poll(0):
+                raise TransportError(f"{self._broken}; the request was {sent_bytes} bytes")
+
+    def _read_events(self) -> None:
+        """Note a broken connection reported by the monitor since the last look."""
+        while self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor)["event"]
+            if event & BROKEN_EVENTS:
+                self._broken = (
+                    f"the connection to {self._address} broke: the server stopped, or it "
+                    "refused a message larger than its max_message_bytes (or the reply was "
+                    f"larger than this client's, {self._max_bytes})"
+                )
