@@ -24,7 +24,7 @@ from srpc_core.errors import (
 from srpc_core.interface import read_interface
 from srpc_core.plugins import Plugins, get_plugins
 from srpc_core.protocol import STATUS_ERROR, STATUS_OK
-from srpc_core.transport import Channel, TransportSettings
+from srpc_core.transport import Channel
 
 
 class Client:
@@ -49,12 +49,7 @@ class Client:
         self.config = cfg = load_config(config, host=host, port=port, timeout=timeout)
         self.service = read_interface(interface)
         self._plugins = plugins or get_plugins()
-        self._codec = self._plugins.codec(cfg.codec, cfg.options(cfg.codec), cfg.source)
-        self._transport = self._plugins.transport(
-            cfg.transport,
-            TransportSettings(cfg.options(cfg.transport), cfg.max_message_bytes, cfg.timeout),
-            cfg.source,
-        )
+        self._codec, self._transport = self._plugins.for_config(cfg)
         self._host = resolve_host(cfg.host)
         self.address = self._transport.url(self._host, cfg.port)
         self._idle: deque[Channel] = deque()

@@ -19,6 +19,7 @@ import pluggy
 
 from srpc_core import hookspecs
 from srpc_core.codec import Codec
+from srpc_core.config import Config
 from srpc_core.errors import ConfigError, PluginConflictError, PluginError
 from srpc_core.observer import CallObserver, ServerInfo
 from srpc_core.transport import Transport, TransportSettings
@@ -161,6 +162,14 @@ class Plugins:
                 f"{i.name} ({i.error})" for i in broken
             )
         raise ConfigError(message + ". Run `srpc plugins` to see what is installed.")
+
+    def for_config(self, config: Config) -> tuple[Codec, Transport]:
+        """The codec and the transport that `config` selects, built with its settings."""
+        codec = self.codec(config.codec, config.options(config.codec), config.source)
+        settings = TransportSettings(
+            config.options(config.transport), config.max_message_bytes, config.timeout
+        )
+        return codec, self.transport(config.transport, settings, config.source)
 
     def call_observers(self, server: ServerInfo) -> list[CallObserver]:
         """Ask every plugin for the observers of a starting server."""

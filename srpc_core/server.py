@@ -21,7 +21,7 @@ from srpc_core.interface import read_interface
 from srpc_core.observer import CallObserver, ServerInfo
 from srpc_core.plugins import Plugins, get_plugins
 from srpc_core.protocol import WireError
-from srpc_core.transport import Listener, TransportSettings
+from srpc_core.transport import Listener
 
 
 class Server:
@@ -50,12 +50,7 @@ class Server:
         _check_implementation(interface, implementation, self.service.procedures)
         self._plugins = plugins or get_plugins()
         cfg = self.config
-        codec = self._plugins.codec(cfg.codec, cfg.options(cfg.codec), cfg.source)
-        self.transport = self._plugins.transport(
-            cfg.transport,
-            TransportSettings(cfg.options(cfg.transport), cfg.max_message_bytes, cfg.timeout),
-            cfg.source,
-        )
+        codec, self.transport = self._plugins.for_config(cfg)
         self.dispatcher = Dispatcher(
             self.service,
             implementation,

@@ -25,7 +25,7 @@ import time
 
 from srpc_core import protocol
 from srpc_core.errors import CallTimeoutError, FrameTooLargeError, TransportError
-from srpc_core.transport import Channel, Handler, Listener
+from srpc_core.transport import Channel, Handler, Listener, answer
 
 log = logging.getLogger("srpc.streams")
 HEADER = struct.Struct(">I")
@@ -240,23 +240,10 @@ class StreamListener(Listener):
                     return  # the unread body makes the connection unusable
                 if message is None:
                     return  # the client hung up
-                send_frame(conn, self._answer(message))
+                send_frame(conn, answer(self._handler, message, self._max_bytes))
         except (OSError, EOFError) as exc:  # idle timeout, reset, truncated message, shutdown
             log.debug("srpc: connection to %s ended: %s", self.address, exc)
         finally:
             with self._lock:
                 self._connections.pop(conn, None)
             conn.close()
-
-    def _answer(self, message: bytes) -> bytes:
-        try:
-            reply = self._handler(message)
-        except Exception as exc:  # a handler bug must cost one call, not the server
-            log.exception("srpc: the request handler failed")
-            return protocol.control_error(f"internal server error: {type(exc).__name__}")
-        if len(reply) > self._max_bytes:
-            return protocol.control_error(
-                f"the response is {len(reply)} bytes, more than max_message_bytes "
-                f"({self._max_bytes})"
-            )
-        return reply

@@ -13,15 +13,38 @@ Transports move bytes only. Encoding, the handshake and dispatch are the core's 
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from srpc_core import protocol
+
+log = logging.getLogger("srpc")
+
 #: Called by a listener for every request message; returns the response message. It is
 #: thread-safe, never raises for bad input (it answers with an error message instead), and may
 #: take as long as the user's procedure takes.
 Handler = Callable[[bytes], bytes]
+
+
+def answer(handler: Handler, message: bytes, max_bytes: int) -> bytes:
+    """Run `handler` on a request message the way every listener should.
+
+    A handler that raises (a bug: it should answer errors itself) costs one call, not the
+    server; a response larger than `max_bytes` becomes a control error the client can read.
+    """
+    try:
+        reply = handler(message)
+    except Exception as exc:
+        log.exception("srpc: the request handler failed")
+        return protocol.control_error(f"internal server error: {type(exc).__name__}")
+    if len(reply) > max_bytes:
+        return protocol.control_error(
+            f"the response is {len(reply)} bytes, more than max_message_bytes ({max_bytes})"
+        )
+    return reply
 
 
 @dataclass(frozen=True)

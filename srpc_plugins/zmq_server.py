@@ -32,7 +32,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from srpc_core import protocol
 from srpc_core.errors import ConfigError
-from srpc_core.transport import Handler, Listener, TransportSettings
+from srpc_core.transport import Handler, Listener, TransportSettings, answer
 from srpc_plugins.zmq_wire import (
     BYE,
     CALL,
@@ -137,24 +137,13 @@ class WorkerPool:
                 frames = sock.recv_multipart()
                 if len(frames) == 1:  # STOP: requests always carry an envelope
                     return
-                sock.send_multipart([*frames[:-1], self._answer(frames[-1])], copy=False)
+                sock.send_multipart(
+                    [*frames[:-1], answer(self._handler, frames[-1], self._max_bytes)], copy=False
+                )
         except zmq.ContextTerminated:
             return
         finally:
             sock.close()
-
-    def _answer(self, message: bytes) -> bytes:
-        try:
-            answer = self._handler(message)
-        except Exception as exc:  # a handler bug must cost one call, not the server
-            log.exception("srpc zmq: handler failed")
-            return protocol.control_error(f"internal server error: {type(exc).__name__}")
-        if len(answer) > self._max_bytes:
-            return protocol.control_error(
-                f"the response is {len(answer)} bytes, more than max_message_bytes "
-                f"({self._max_bytes})"
-            )
-        return answer
 
 
 class Front(Protocol):
