@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import struct
+from pathlib import Path
 
 import pytest
 from support import ServerProcess, run_client
@@ -175,3 +176,12 @@ def test_many_bad_connections_do_not_exhaust_the_server(calc_server: ServerProce
         with connect(calc_server) as sock:
             sock.sendall(b"\xff\xff")
     assert_still_serving(calc_server)
+
+
+def test_a_silent_connection_is_closed_after_idle_timeout(calc_dir: Path) -> None:
+    config = calc_dir / "idle.toml"
+    config.write_text("[srpc.tcp]\nidle_timeout = 0.3\n")
+    with ServerProcess(calc_dir, "calc", config=config) as server, connect(server) as sock:
+        sock.settimeout(20)  # the server must hang up long before this
+        assert sock.recv(1) == b""  # EOF: the server closed the silent connection
+        assert_still_serving(server)
