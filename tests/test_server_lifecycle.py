@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 import signal
 import socket
+import sys
 import threading
 from pathlib import Path
 
@@ -183,21 +185,14 @@ def test_client_reconnects_after_server_restart(calc_dir: Path) -> None:
 def test_server_embedded_in_a_background_thread(calc_dir: Path) -> None:
     interface = import_interface(calc_dir, "calc")
 
-    class Impl(interface):  # type: ignore[valid-type, misc]
-        def add(self, a: float, b: float) -> float:
-            return a + b
-
-        def sub(self, a: float, b: float) -> float:
-            return a - b
-
-        def mul(self, a: float, b: float) -> float:
-            return a * b
-
-        def div(self, a: float, b: float) -> float:
-            return a / b
+    sys.path.insert(0, str(calc_dir))
+    try:
+        calc_module = importlib.import_module("calc.calc")  # the example's own implementation
+    finally:
+        sys.path.remove(str(calc_dir))
 
     server = srpc_core.Server(
-        interface, Impl(), "127.0.0.1", 0, config=srpc_core.Config(metrics_path="")
+        interface, calc_module.Calc(), "127.0.0.1", 0, config=srpc_core.Config(metrics_path="")
     )
     thread = threading.Thread(target=server.start)
     thread.start()
