@@ -30,7 +30,7 @@ from srpc_core.observer import CallObserver, ServerInfo
 from srpc_core.server import Server
 from srpc_core.transport import Channel, Handler, Listener, Transport, TransportSettings
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "CallObserver",

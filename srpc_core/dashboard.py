@@ -1,4 +1,4 @@
-"""The metrics dashboard: a `MetricsView` drawn with rich (the ``srpc[dashboard]`` extra).
+"""The metrics dashboard: a `MetricsView` drawn with rich (the ``srpclib[dashboard]`` extra).
 
 `render` builds the picture (a header naming the servers, one table row per procedure, the
 most frequent errors); `show_once` prints it and `show_live` keeps it up to date until Ctrl+C.

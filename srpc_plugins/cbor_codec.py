@@ -1,4 +1,4 @@
-"""The ``cbor`` codec: messages as RFC 8949 CBOR, via cbor2 (``pip install 'srpc[cbor]'``).
+"""The ``cbor`` codec: messages as RFC 8949 CBOR, via cbor2 (``pip install 'srpclib[cbor]'``).
 
 Carries what JSON carries plus three types that travel as themselves:
 
@@ -78,11 +78,11 @@ class CborCodec(Codec):
             import cbor2
         except ImportError:
             raise MissingDependencyError(
-                "codec 'cbor' needs the cbor2 package: pip install 'srpc[cbor]'"
+                "codec 'cbor' needs the cbor2 package: pip install 'srpclib[cbor]'"
             ) from None
         if _major_version("cbor2") < 6:  # the decoder restrictions below need the 6.x API
             raise MissingDependencyError(
-                "codec 'cbor' needs cbor2 6 or later: pip install --upgrade 'srpc[cbor]'"
+                "codec 'cbor' needs cbor2 6 or later: pip install --upgrade 'srpclib[cbor]'"
             )
         self._max_depth = _max_depth(self.options)
         self._cbor2 = cbor2

@@ -1,7 +1,7 @@
 """The ``zmq`` transport (srpc messages over ZeroMQ, with pyzmq) and the ``srpc broker`` command.
 
 Select it with ``transport = "zmq"`` in srpc.toml on both sides; the stubs stay the same. It
-needs the ``srpc[zmq]`` extra. This module imports without pyzmq, so ``srpc plugins`` always
+needs the ``srpclib[zmq]`` extra. This module imports without pyzmq, so ``srpc plugins`` always
 lists it; pyzmq is imported only when the transport is built or the broker runs.
 
 Options (``[srpc.zmq]``):
@@ -29,7 +29,7 @@ from srpc_core.errors import ConfigError, MissingDependencyError
 from srpc_core.hookspecs import RegisterCommand, RegisterTransport, hookimpl
 from srpc_core.transport import Channel, Handler, Listener, Transport, TransportSettings
 
-INSTALL_HINT = "pip install 'srpc[zmq]'"
+INSTALL_HINT = "pip install 'srpclib[zmq]'"
 MAX_WORKERS = 1024
 
 
@@ -137,7 +137,7 @@ BROKER_DESCRIPTION = """\
 Run a ZeroMQ broker: clients connect to its front end as if it were one server, servers
 connect to its back end, and every call goes to a server with an idle worker, in turn.
 Servers may join and leave at any time; a server that stops finishes its calls and gets
-no new ones. Ctrl+C or SIGTERM stops the broker. Needs the extra: pip install 'srpc[zmq]'.
+no new ones. Ctrl+C or SIGTERM stops the broker. Needs the extra: pip install 'srpclib[zmq]'.
 
 Servers' srpc.toml (the stubs do not change):
   [srpc]

@@ -116,7 +116,7 @@ def test_without_cbor2_the_module_imports_and_the_codec_names_the_extra() -> Non
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("MissingDependencyError")
-    assert "pip install 'srpc[cbor]'" in result.stdout
+    assert "pip install 'srpclib[cbor]'" in result.stdout
 
 
 INTERFACE = '''

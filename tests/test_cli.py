@@ -32,11 +32,11 @@ def test_plugins_lists_builtins_with_their_distribution() -> None:
     result = srpc("plugins", "--json")
     assert result.returncode == 0, result.stderr
     plugins = {row["name"]: row for row in json.loads(result.stdout)}
-    assert plugins["tcp"]["distribution"] == "srpc" and plugins["tcp"]["transports"] == ["tcp"]
+    assert plugins["tcp"]["distribution"] == "srpclib" and plugins["tcp"]["transports"] == ["tcp"]
     assert plugins["json"]["codecs"] == ["json"]
     assert plugins["errors"]["error"] is None
     table = srpc("plugins").stdout
-    assert "tcp" in table and "json" in table and "srpc 0.1.0" in table
+    assert "tcp" in table and "json" in table and "srpclib 0.2.0" in table
 
 
 def test_disabled_plugins_are_not_loaded() -> None:

@@ -252,7 +252,7 @@ def test_without_rich_the_dashboard_names_the_extra(tmp_path: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=tool_env()
     )
     assert result.returncode == 1
-    assert "pip install 'srpc[dashboard]'" in result.stderr
+    assert "pip install 'srpclib[dashboard]'" in result.stderr
     assert "Traceback" not in result.stderr
     json_code = code.replace("'--once'", "'--json'")
     result = subprocess.run(

@@ -74,7 +74,7 @@ class Venv:
 
 
 def build_wheel(project: Path, wheels: Path) -> str:
-    """Build `project`'s wheel, with the test run's own hatchling when it has one (srpc[test]
+    """Build `project`'s wheel, with the test run's own hatchling when it has one (srpclib[test]
     does): no build environment to create and download, which is most of pip's time."""
     wheels.mkdir(parents=True, exist_ok=True)
     out = Path(tempfile.mkdtemp(dir=wheels))
@@ -129,7 +129,7 @@ def tiny_plugin(tmp_path: Path, distribution: str, entry_point: str, module_sour
     (project / package / "__init__.py").write_text(module_source)
     (project / "pyproject.toml").write_text(
         '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n\n'
-        f'[project]\nname = "{distribution}"\nversion = "2.0.0"\ndependencies = ["srpc"]\n\n'
+        f'[project]\nname = "{distribution}"\nversion = "2.0.0"\ndependencies = ["srpclib"]\n\n'
         f'[project.entry-points.srpc]\n{entry_point} = "{package}"\n'
     )
     return project

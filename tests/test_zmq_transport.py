@@ -172,7 +172,7 @@ def test_without_pyzmq_the_error_names_the_extra(probe_dir: Path, tmp_path: Path
     assert client.returncode != 0
     last_line = client.stderr.strip().splitlines()[-1]
     assert last_line.startswith("srpc_core.errors.MissingDependencyError: ")
-    assert "pip install 'srpc[zmq]'" in last_line
+    assert "pip install 'srpclib[zmq]'" in last_line
     listing = run_client(probe_dir, "from srpc_core.cli import main; main(['plugins'])", env=env)
     assert listing.returncode == 0, listing.stderr
     assert any(line.split()[:1] == ["zmq"] for line in listing.stdout.splitlines())
@@ -180,7 +180,7 @@ def test_without_pyzmq_the_error_names_the_extra(probe_dir: Path, tmp_path: Path
         probe_dir, "from srpc_core.cli import main; import sys; sys.exit(main(['broker']))", env=env
     )
     assert broker.returncode == 2
-    assert "pip install 'srpc[zmq]'" in broker.stderr
+    assert "pip install 'srpclib[zmq]'" in broker.stderr
 
 
 def test_a_message_without_the_srpc_envelope_gets_an_error(

@@ -1,7 +1,7 @@
 """``python -m srpc_core.tools.srpc_show_metrics [LOG]``: the live metrics dashboard.
 
 Also installed as ``srpc-show-metrics`` and mounted as ``srpc metrics`` (through
-`configure_parser` and `run`). The dashboard needs the ``srpc[dashboard]`` extra (rich);
+`configure_parser` and `run`). The dashboard needs the ``srpclib[dashboard]`` extra (rich);
 ``--json`` does not.
 """
 
@@ -95,7 +95,7 @@ def _show(follower: LogFollower, aggregator: MetricsAggregator, args: argparse.N
         from srpc_core import dashboard
     except ImportError:
         print(
-            "srpc metrics: the dashboard needs rich: pip install 'srpc[dashboard]' "
+            "srpc metrics: the dashboard needs rich: pip install 'srpclib[dashboard]' "
             "(or use --json, which does not)",
             file=sys.stderr,
         )
