@@ -48,4 +48,4 @@ def test_python_dash_m_srpc_core_is_the_same_command() -> None:
     result = subprocess.run(
         [PYTHON, "-m", "srpc_core", "--version"], capture_output=True, text=True, timeout=60
     )
-    assert result.stdout.strip() == "srpc 0.1.0"
+    assert result.stdout.strip() == "srpc 0.2.0"
