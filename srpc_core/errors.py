@@ -32,7 +32,19 @@ class MissingDependencyError(SrpcError, ImportError):
     """A plugin needs an optional dependency that is not installed."""
 
 
-class TransportError(SrpcError, ConnectionError):
+class InterfaceError(SrpcError, TypeError):
+    """A class cannot serve as an srpc interface."""
+
+
+class StubGenError(SrpcError):
+    """The interface cannot be turned into stubs; the message says why and what to do."""
+
+
+class CommunicationError(SrpcError):
+    """Talking to the peer failed: base of every network-level failure of a call."""
+
+
+class TransportError(CommunicationError, ConnectionError):
     """The connection to the peer failed or broke."""
 
 
@@ -40,8 +52,8 @@ class ServerUnavailableError(TransportError):
     """No srpc server answered at the configured address."""
 
 
-class CallTimeoutError(SrpcError, TimeoutError):
-    """The peer did not answer within the configured timeout."""
+class CallTimeoutError(CommunicationError, TimeoutError):
+    """The peer did not answer within the configured timeout (the call's deadline passed)."""
 
 
 class ProtocolError(SrpcError):
@@ -54,6 +66,21 @@ class MismatchError(ProtocolError):
 
 class FrameTooLargeError(ProtocolError, ValueError):
     """A message is larger than `max_message_bytes`."""
+
+
+class OversizedFrameError(FrameTooLargeError):
+    """The peer announced a message longer than we accept; its body was not read.
+
+    Attributes:
+        size: the announced length.
+        header: the raw length prefix, which lets a transport recognise a foreign protocol
+            (a ZeroMQ greeting starts with 0xFF, an HTTP response with ``HTTP``).
+    """
+
+    def __init__(self, size: int, header: bytes) -> None:
+        super().__init__(f"a {size}-byte message exceeds max_message_bytes")
+        self.size = size
+        self.header = header
 
 
 class CodecError(SrpcError):

@@ -13,13 +13,9 @@ from dataclasses import dataclass
 from types import FunctionType
 from typing import Any
 
-from srpc_core.errors import SrpcError
+from srpc_core.errors import InterfaceError
 
 _SIMPLE_KINDS = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-
-
-class InterfaceError(SrpcError, TypeError):
-    """A class cannot serve as an srpc interface."""
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,12 @@ import threading
 import time
 
 from srpc_core import protocol
-from srpc_core.errors import CallTimeoutError, FrameTooLargeError, TransportError
+from srpc_core.errors import (
+    CallTimeoutError,
+    FrameTooLargeError,
+    OversizedFrameError,
+    TransportError,
+)
 from srpc_core.transport import Channel, Handler, Listener, answer
 
 log = logging.getLogger("srpc.streams")
@@ -35,14 +40,8 @@ HEADER = struct.Struct(">I")
 SMALL_MESSAGE = 64 * 1024
 
 
-class OversizedFrame(FrameTooLargeError):
-    """The peer announced a message longer than we accept; its body was not read."""
-
-    def __init__(self, size: int, header: bytes) -> None:
-        super().__init__(f"a {size}-byte message exceeds max_message_bytes")
-        self.size = size
-        self.header = header  # the raw 4 bytes: lets a transport recognise a foreign protocol
-
+#: The name v0.1 plugins import (kept so that they work unchanged).
+OversizedFrame = OversizedFrameError
 
 #: On Linux, timeouts are set in the kernel (SO_RCVTIMEO/SO_SNDTIMEO) on a blocking socket:
 #: Python's own socket timeout runs a poll() before every recv and send, a few microseconds per
@@ -78,7 +77,7 @@ def send_frame(sock: socket.socket, message: bytes) -> None:
 def recv_frame(sock: socket.socket, max_bytes: int) -> bytes | None:
     """Receive one message; None if the peer closed the connection between messages.
 
-    Raises `OversizedFrame` *before* reading a body longer than `max_bytes`, `EOFError` if the
+    Raises `OversizedFrameError` *before* reading a body longer than `max_bytes`, `EOFError` if the
     peer closed the connection in the middle of a message, and `TimeoutError` from the socket.
     """
     try:
@@ -87,7 +86,7 @@ def recv_frame(sock: socket.socket, max_bytes: int) -> bytes | None:
             return None
         (size,) = HEADER.unpack(header)
         if size > max_bytes:
-            raise OversizedFrame(size, header)
+            raise OversizedFrameError(size, header)
         body = _recv_exactly(sock, size)
     except BlockingIOError:  # a kernel timeout (see set_timeout) ran out
         raise TimeoutError("timed out") from None
@@ -134,7 +133,7 @@ class StreamChannel(Channel):
         try:
             send_frame(self.sock, message)
             reply = recv_frame(self.sock, self.max_bytes)
-        except OversizedFrame as exc:
+        except OversizedFrameError as exc:
             raise self.oversized_reply(exc) from None
         except TimeoutError:
             raise CallTimeoutError(f"no reply from {self.address} within {timeout} s") from None
@@ -145,7 +144,7 @@ class StreamChannel(Channel):
         self.answered = True
         return reply
 
-    def oversized_reply(self, exc: OversizedFrame) -> Exception:
+    def oversized_reply(self, exc: OversizedFrameError) -> Exception:
         """The error for a reply longer than `max_bytes` (transports may recognise more)."""
         return FrameTooLargeError(
             f"the server at {self.address} sent a {exc.size}-byte message, more than "
@@ -223,7 +222,7 @@ class StreamListener(Listener):
     def closed(self) -> None:
         """Called once the listening socket is closed (a Unix socket removes its file here)."""
 
-    def refusal(self, exc: OversizedFrame) -> str:
+    def refusal(self, exc: OversizedFrameError) -> str:
         """What to tell a peer whose message is too large (transports may recognise more)."""
         return f"a {exc.size}-byte message exceeds max_message_bytes ({self._max_bytes})"
 
@@ -259,7 +258,7 @@ class StreamListener(Listener):
             while not self._stopping.is_set():
                 try:
                     message = recv_frame(conn, self._max_bytes)
-                except OversizedFrame as exc:
+                except OversizedFrameError as exc:
                     error = self.refusal(exc)
                     log.warning("srpc: closing a connection to %s: %s", self.address, error)
                     send_frame(conn, protocol.control_error(error))

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import socket
 
-from srpc_core.errors import ConfigError, MismatchError, ServerUnavailableError
+from srpc_core.errors import ConfigError, MismatchError, OversizedFrameError, ServerUnavailableError
 from srpc_core.hookspecs import RegisterTransport, hookimpl
-from srpc_core.streams import OversizedFrame, StreamChannel, StreamListener
+from srpc_core.streams import StreamChannel, StreamListener
 from srpc_core.transport import Channel, Handler, Listener, Transport, TransportSettings
 
 ZMTP_SIGNATURE_FIRST_BYTE = 0xFF  # every ZeroMQ peer opens with it
@@ -72,7 +72,7 @@ class TcpTransport(Transport):
 class TcpChannel(StreamChannel):
     """One client connection; explains a ZeroMQ server on the other end."""
 
-    def oversized_reply(self, exc: OversizedFrame) -> Exception:
+    def oversized_reply(self, exc: OversizedFrameError) -> Exception:
         if exc.header[0] == ZMTP_SIGNATURE_FIRST_BYTE:
             return MismatchError(
                 f"the server at {self.address} speaks ZeroMQ (transport 'zmq') but this client "
@@ -95,7 +95,7 @@ class TcpChannel(StreamChannel):
 class TcpListener(StreamListener):
     """The TCP server; explains the mismatch to a ZeroMQ client."""
 
-    def refusal(self, exc: OversizedFrame) -> str:
+    def refusal(self, exc: OversizedFrameError) -> str:
         if exc.header[0] == ZMTP_SIGNATURE_FIRST_BYTE:
             return (
                 f"this is an srpc server with transport 'tcp' at {self.address}; the client "

@@ -26,7 +26,7 @@ import srpc_core
 from srpc_core.codegen import templates
 from srpc_core.codegen.naming import ServiceNames
 from srpc_core.codegen.source import MethodSource, SourceError, method_source, signature_names
-from srpc_core.errors import SrpcError
+from srpc_core.errors import StubGenError
 from srpc_core.interface import InterfaceError, private_abstract_names, read_interface
 
 #: Attributes of the client stub a procedure must not shadow.
@@ -35,10 +35,6 @@ RESERVED_NAMES = frozenset({"close"})
 _STUB_GLOBALS: dict[str, Any] = {"os": os, "srpc_core": srpc_core, "Self": typing.Self}
 _MISSING = object()
 _CLASH = object()
-
-
-class StubGenError(SrpcError):
-    """The interface cannot be turned into stubs; the message says why and what to do."""
 
 
 @dataclass(frozen=True)

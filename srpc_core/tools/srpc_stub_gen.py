@@ -10,7 +10,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from srpc_core.codegen.generator import GeneratedFile, StubGenError, generate, write
+from srpc_core.codegen.generator import GeneratedFile, generate, write
+from srpc_core.errors import StubGenError
 
 PROG = "srpc-stub-gen"
 
