@@ -2,7 +2,7 @@
 
 Clients connect to the *front end* exactly as to a zmq server. Servers in connect mode
 (``[srpc.zmq] connect = "tcp://broker:5001"``) connect to the *back end* and tell the broker how
-many idle workers they have (see `srpc_plugins.zmq_wire`). Both ends are ROUTER sockets, and a
+many idle workers they have (see `srpc_plugins.zmq.wire`). Both ends are ROUTER sockets, and a
 Poller loop moves messages between them:
 
 * a call goes to the next server, in turn, that has an idle worker (credit). With no credit
@@ -27,7 +27,7 @@ from time import monotonic
 import zmq
 
 from srpc_core import protocol
-from srpc_plugins.zmq_wire import (
+from srpc_plugins.zmq.wire import (
     BYE,
     CALL,
     HEARTBEAT_INTERVAL_MS,

@@ -10,8 +10,9 @@ Options (``[srpc.zmq]``):
   end of ``srpc broker`` instead of binding host:port (docs/scaling.md). Clients ignore it.
 * ``workers``: how many calls a server runs at once (threads), default 16.
 
-The parts: `zmq_channel` (client), `zmq_server` (listener), `zmq_broker` (the broker),
-`zmq_wire` (the frames they exchange).
+The package: this module (the options, the transport and the hooks, importable without pyzmq),
+`channel` (the client side), `server` (the listener), `broker` (``srpc broker``) and `wire`
+(the frames they exchange).
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ class ZmqTransport(Transport):
     def connect(self, host: str, port: int, timeout: float) -> Channel:
         import zmq
 
-        from srpc_plugins.zmq_channel import ZmqChannel
+        from srpc_plugins.zmq.channel import ZmqChannel
 
         address = self.url(host, port)
         max_bytes = self.settings.max_message_bytes
@@ -98,7 +99,7 @@ class ZmqTransport(Transport):
     def listen(self, host: str, port: int, handler: Handler) -> Listener:
         import zmq
 
-        from srpc_plugins.zmq_server import BoundFront, BrokerFront, ZmqListener
+        from srpc_plugins.zmq.server import BoundFront, BrokerFront, ZmqListener
 
         context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()  # its own: term() on shutdown
         max_bytes = self.settings.max_message_bytes
@@ -201,7 +202,7 @@ def configure_broker_parser(parser: argparse.ArgumentParser) -> None:
 def run_broker(args: argparse.Namespace) -> int:
     """Run the broker until Ctrl+C or SIGTERM; return the exit code."""
     require_pyzmq()
-    from srpc_plugins.zmq_broker import Broker
+    from srpc_plugins.zmq.broker import Broker
 
     _log_to_stderr(logging.getLogger("srpc.broker"), args.quiet)
     try:

@@ -2,7 +2,7 @@
 
 Why a DEALER and not a REQ socket: REQ enforces send/receive lockstep, so after a timed-out call
 the socket is stuck until the late reply arrives. A DEALER has no such state; each request
-carries a tag (see `zmq_wire`), and a reply whose tag is not the one awaited is dropped.
+carries a tag (see `wire`), and a reply whose tag is not the one awaited is dropped.
 
 Why a socket monitor: ZeroMQ connects in the background and retries for ever, which would turn
 "nobody there" and "that is not a ZeroMQ peer" into silent hangs. The monitor reports what
@@ -37,7 +37,7 @@ from srpc_core.errors import (
     TransportError,
 )
 from srpc_core.transport import Channel
-from srpc_plugins.zmq_wire import DELIMITER, ms, tcp_endpoint
+from srpc_plugins.zmq.wire import DELIMITER, ms, tcp_endpoint
 
 TAG = struct.Struct(">I")
 HANDSHAKE_FAILED = (

@@ -14,7 +14,7 @@ The front socket is either
 
 * `BoundFront` (the default): a ROUTER bound at host:port that clients connect to; or
 * `BrokerFront` (``[srpc.zmq] connect = "tcp://broker:5001"``): a DEALER connected to the back
-  end of ``srpc broker``, speaking the credit protocol described in `srpc_plugins.zmq_wire`.
+  end of ``srpc broker``, speaking the credit protocol described in `srpc_plugins.zmq.wire`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from zmq.utils.monitor import recv_monitor_message
 from srpc_core import protocol
 from srpc_core.errors import ConfigError
 from srpc_core.transport import Handler, Listener, TransportSettings, answer
-from srpc_plugins.zmq_wire import (
+from srpc_plugins.zmq.wire import (
     BYE,
     CALL,
     DELIMITER,
