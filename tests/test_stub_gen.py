@@ -256,7 +256,7 @@ To update it, change the interface, then run:
 """
 
 import os
-from typing import Self
+from typing import Self, cast
 
 import srpc_core
 
@@ -294,7 +294,7 @@ class SrpcCalcClientStub(CalcInterface):
 
     def add(self, a: float, b: float) -> float:
         """Return a + b."""
-        return self._srpc.call("add", (a, b), {})
+        return cast("float", self._srpc.call("add", (a, b), {}))
 '''
 
 
@@ -571,7 +571,7 @@ def test_names_in_signatures_are_imported_from_where_they_live(rich_client_stub:
         "from __future__ import annotations\n\n"
         "import collections.abc\n"
         "import os\n"
-        "from typing import Any, Literal, Optional, Self\n\n"
+        "from typing import Any, Literal, Optional, Self, cast\n\n"
         "import srpc_core\n\n"
         "from user_store.user_store_interface import DEFAULT_LIMIT, User, UserStoreInterface"
     )
@@ -581,7 +581,7 @@ EXPECTED_METHODS = [
     '''\
     def ping(self) -> str:
         """Answer "pong"."""
-        return self._srpc.call("ping", (), {})
+        return cast("str", self._srpc.call("ping", (), {}))
 ''',
     '''\
     def add_user(
@@ -596,7 +596,10 @@ EXPECTED_METHODS = [
         Raises ValueError for an empty name.
             (an indented line)
         """
-        return self._srpc.call("add_user", (name, age), {"tags": tags})
+        return cast(
+            "dict[str, Any]",
+            self._srpc.call("add_user", (name, age), {"tags": tags}),
+        )
 ''',
     '''\
     def find(
@@ -606,7 +609,7 @@ EXPECTED_METHODS = [
         mode: Literal["exact", "prefix"] = "exact",
     ) -> Optional[User]:
         """Find a user by name."""
-        return self._srpc.call("find", (name, mode), {})
+        return cast("Optional[User]", self._srpc.call("find", (name, mode), {}))
 ''',
     '''\
     def names(
@@ -616,11 +619,14 @@ EXPECTED_METHODS = [
         **filters: Any,
     ) -> list[str]:
         """List user names."""
-        return self._srpc.call("names", (*prefixes,), {"limit": limit, **filters})
+        return cast(
+            "list[str]",
+            self._srpc.call("names", (*prefixes,), {"limit": limit, **filters}),
+        )
 ''',
     """\
     def count(self) -> int:
-        return self._srpc.call("count", (), {})
+        return cast("int", self._srpc.call("count", (), {}))
 """,
     '''\
     def export(
@@ -630,7 +636,10 @@ EXPECTED_METHODS = [
         sink=None,
     ) -> collections.abc.Mapping[str, "User"]:
         """Export users; a \\\\backslash and "quotes" in the docstring."""
-        return self._srpc.call("export", (users, fmt, sink), {})
+        return cast(
+            'collections.abc.Mapping[str, "User"]',
+            self._srpc.call("export", (users, fmt, sink), {}),
+        )
 ''',
     """\
     def forget(self, name):
@@ -809,7 +818,7 @@ def test_names_in_defaults_literals_and_annotated_are_imported(tmp_path: Path) -
     result = run_tool(project, "calc/calc_interface.py")
     assert result.returncode == 0, result.stderr
     stub = (project / "srpc_calc_client_stub.py").read_text()
-    assert "from typing import Annotated, Callable, Literal, Self\n" in stub
+    assert "from typing import Annotated, Callable, Literal, Self, cast\n" in stub
     assert "from calc.calc_interface import LIMIT, CalcInterface, Color, positive\n" in stub
     assert "key: Callable[[int], int] = lambda v: v * LIMIT" in stub
     code = SIGNATURE_CHECK.format(

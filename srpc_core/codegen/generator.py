@@ -32,7 +32,13 @@ from srpc_core.interface import InterfaceError, private_abstract_names, read_int
 #: Attributes of the client stub a procedure must not shadow.
 RESERVED_NAMES = frozenset({"close"})
 #: Module-level names every client stub binds itself.
-_STUB_GLOBALS: dict[str, Any] = {"os": os, "srpc_core": srpc_core, "Self": typing.Self}
+_STUB_GLOBALS: dict[str, Any] = {
+    "os": os,
+    "srpc_core": srpc_core,
+    "Self": typing.Self,
+    "cast": typing.cast,
+    "typing": typing,
+}
 _MISSING = object()
 _CLASH = object()
 
@@ -170,9 +176,22 @@ def _read_methods(path: Path, interface: type) -> list[MethodSource]:
             "@abstractmethod"
         )
     try:
-        return [method_source(interface, name) for name in service.procedures]
+        methods = [method_source(interface, name) for name in service.procedures]
     except SourceError as exc:
         raise StubGenError(f"{path}: {exc}") from None
+    for method in methods:
+        if {"cast", "typing"} <= _parameter_names(method):
+            raise StubGenError(
+                f"{path}: {method.name} has parameters named both 'cast' and 'typing', the "
+                "names its client stub method uses to type its result: rename one of them"
+            )
+    return methods
+
+
+def _parameter_names(method: MethodSource) -> set[str]:
+    args = method.node.args
+    every = [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
+    return {arg.arg for arg in every if arg is not None}
 
 
 def _imports(

@@ -177,6 +177,12 @@ def client_stub(
     imports.add_module("os")
     imports.add_module("srpc_core")
     imports.add_from("typing", "Self")
+    for method in methods:
+        if uses_cast(method):
+            if cast_name(method.node) == "cast":
+                imports.add_from("typing", "cast")
+            else:
+                imports.add_module("typing")
     future_import = "from __future__ import annotations\n\n" if future else ""
     return CLIENT_STUB.format(
         header=HEADER.format(role="client", interface=names.interface_class, source=source),
@@ -188,7 +194,13 @@ def client_stub(
 
 
 def client_method(method: MethodSource) -> str:
-    """A client stub method: the interface's signature, one line into the runtime."""
+    """A client stub method: the interface's signature, one line into the runtime.
+
+    `Client.call` returns ``Any`` (the runtime converts the result to the annotated type), so
+    the stub casts it to the return annotation as written, quoted: mypy --strict then sees the
+    interface's own types, and nothing is evaluated at run time. ``-> None`` returns nothing;
+    ``-> NoReturn`` raises if the call ever returns.
+    """
     node = method.node
     returns = f" -> {method.segment(node.returns)}" if node.returns is not None else ""
     lines = [_def_line(node.name, _parameters(node.args, method.segment), returns)]
@@ -196,12 +208,68 @@ def client_method(method: MethodSource) -> str:
     if docstring:
         lines.append(_docstring(docstring))
     self_name = [*node.args.posonlyargs, *node.args.args][0].arg
-    call = _call(self_name, node.name, _forward(node.args))
-    if node.returns is not None and _last_name(node.returns) in _NO_RETURN:
-        lines += [_BODY + call, f'{_BODY}raise AssertionError("{node.name}() returned")']
+    call = [f"{self_name}._srpc.call", f'"{node.name}"', *_forward(node.args)]
+    kind = _return_kind(node)
+    if kind == "none":
+        lines.append(_BODY + _fit(*call, extra=0))
+    elif kind == "no_return":
+        lines.append(_BODY + _fit(*call, extra=0))
+        lines.append(f'{_BODY}raise AssertionError("{node.name}() returned")')
+    elif kind == "any":
+        lines.append(f"{_BODY}return {_fit(*call, extra=len('return '))}")
     else:
-        lines.append(f"{_BODY}return {call}")
+        inner = _fit(*call, indent=_BODY + _INDENT, extra=len(","))
+        cast = _fit(cast_name(node), return_type_literal(method), inner, extra=len("return "))
+        lines.append(f"{_BODY}return {cast}")
     return "\n".join(lines) + "\n"
+
+
+def uses_cast(method: MethodSource) -> bool:
+    """True if the stub method casts the result of `Client.call` to its return type."""
+    return _return_kind(method.node) == "cast"
+
+
+def cast_name(node: ast.FunctionDef) -> str:
+    """``cast``, or ``typing.cast`` where a parameter of `node` is called ``cast``."""
+    args = node.args
+    every = [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
+    names = {a.arg for a in every if a is not None}
+    return "typing.cast" if "cast" in names else "cast"
+
+
+def return_type_literal(method: MethodSource) -> str:
+    """The return annotation as a string literal: ``"list[Item]"``, ``'Mapping[str, "U"]'``."""
+    returns = method.node.returns
+    assert returns is not None
+    if isinstance(returns, ast.Constant) and isinstance(returns.value, str):
+        text = returns.value  # already a forward reference: cast to the same one
+    else:
+        text = method.segment(returns)
+    quote = "'" if text.count('"') > text.count("'") else '"'  # fewer escapes, as ruff does
+    return quote + "".join(_string_char(char, quote) for char in text) + quote
+
+
+def _return_kind(node: ast.FunctionDef) -> str:
+    """How a stub method hands back the result: ``any`` (as it comes: no or an ``Any``
+    annotation), ``none`` (``-> None``: nothing), ``no_return`` or ``cast``."""
+    if node.returns is None:
+        return "any"
+    if isinstance(node.returns, ast.Constant) and node.returns.value in (None, "None"):
+        return "none"
+    name = _last_name(node.returns)
+    if name in _NO_RETURN:
+        return "no_return"
+    return "any" if name == "Any" else "cast"
+
+
+def _fit(function: str, *arguments: str, indent: str = _BODY, extra: int) -> str:
+    """``function(arguments)``, one argument a line if it would not fit on the line at `indent`
+    (`extra`: the other characters of that line, such as ``return ``)."""
+    one_line = f"{function}({', '.join(arguments)})"
+    if "\n" not in one_line and len(indent) + extra + len(one_line) <= MAX_LINE:
+        return one_line
+    inner = "".join(f"{indent}{_INDENT}{a},\n" for a in arguments)
+    return f"{function}(\n{inner}{indent})"
 
 
 def _from_import(module: str, names: list[str]) -> str:
@@ -218,15 +286,6 @@ def _def_line(name: str, parameters: list[str], returns: str) -> str:
         return one_line
     inner = "".join(f"{_BODY}{p},\n" for p in parameters)
     return f"{_INDENT}def {name}(\n{inner}{_INDENT}){returns}:"
-
-
-def _call(self_name: str, name: str, arguments: list[str]) -> str:
-    """``self._srpc.call("name", (a, b), {"k": k})``, wrapped if it would be too long."""
-    one_line = f'{self_name}._srpc.call("{name}", {", ".join(arguments)})'
-    if len(_BODY) + len("return ") + len(one_line) <= MAX_LINE:
-        return one_line
-    inner = "".join(f"{_BODY}{_INDENT}{a},\n" for a in [f'"{name}"', *arguments])
-    return f"{self_name}._srpc.call(\n{inner}{_BODY})"
 
 
 def _parameters(args: ast.arguments, segment: Segment) -> list[str]:
@@ -294,6 +353,13 @@ def _docstring(text: str) -> str:
         return f'{_BODY}"""{lines[0]}"""'
     body = "\n".join(f"{_BODY}{line}" if line else "" for line in lines[1:])
     return f'{_BODY}"""{lines[0]}\n{body}\n{_BODY}"""'
+
+
+def _string_char(char: str, quote: str) -> str:
+    """`char` inside a one-line string literal delimited by `quote`."""
+    if char in ("\\", quote):
+        return "\\" + char
+    return char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
 
 
 def _escape(char: str) -> str:

@@ -6,7 +6,7 @@ To update it, change the interface, then run:
 """
 
 import os
-from typing import Self
+from typing import Self, cast
 
 import srpc_core
 
@@ -44,16 +44,16 @@ class SrpcCalcClientStub(CalcInterface):
 
     def add(self, a: float, b: float) -> float:
         """Return a + b."""
-        return self._srpc.call("add", (a, b), {})
+        return cast("float", self._srpc.call("add", (a, b), {}))
 
     def sub(self, a: float, b: float) -> float:
         """Return a - b."""
-        return self._srpc.call("sub", (a, b), {})
+        return cast("float", self._srpc.call("sub", (a, b), {}))
 
     def mul(self, a: float, b: float) -> float:
         """Return a * b."""
-        return self._srpc.call("mul", (a, b), {})
+        return cast("float", self._srpc.call("mul", (a, b), {}))
 
     def div(self, a: float, b: float) -> float:
         """Return a / b; dividing by zero raises ZeroDivisionError."""
-        return self._srpc.call("div", (a, b), {})
+        return cast("float", self._srpc.call("div", (a, b), {}))
