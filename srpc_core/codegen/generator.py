@@ -180,18 +180,12 @@ def _read_methods(path: Path, interface: type) -> list[MethodSource]:
     except SourceError as exc:
         raise StubGenError(f"{path}: {exc}") from None
     for method in methods:
-        if {"cast", "typing"} <= _parameter_names(method):
+        if {"cast", "typing"} <= templates.parameter_names(method.node):
             raise StubGenError(
                 f"{path}: {method.name} has parameters named both 'cast' and 'typing', the "
                 "names its client stub method uses to type its result: rename one of them"
             )
     return methods
-
-
-def _parameter_names(method: MethodSource) -> set[str]:
-    args = method.node.args
-    every = [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
-    return {arg.arg for arg in every if arg is not None}
 
 
 def _imports(
