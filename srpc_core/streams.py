@@ -17,21 +17,21 @@ srpc's ``tcp`` transport is built from them; so is the example plugin's ``uds`` 
 from __future__ import annotations
 
 import logging
-import selectors
 import socket
 import struct
 import sys
-import threading
-import time
+from collections.abc import Callable
 
 from srpc_core import protocol
 from srpc_core.errors import (
     CallTimeoutError,
     FrameTooLargeError,
+    MismatchError,
     OversizedFrameError,
     TransportError,
 )
-from srpc_core.transport import Channel, Handler, Listener, answer
+from srpc_core.listeners import ThreadedListener
+from srpc_core.transport import Channel, Handler, answer
 
 log = logging.getLogger("srpc.streams")
 HEADER = struct.Struct(">I")
@@ -80,10 +80,18 @@ def recv_frame(sock: socket.socket, max_bytes: int) -> bytes | None:
     Raises `OversizedFrameError` *before* reading a body longer than `max_bytes`, `EOFError` if the
     peer closed the connection in the middle of a message, and `TimeoutError` from the socket.
     """
+    return _recv_frame(sock, max_bytes, None)
+
+
+def _recv_frame(
+    sock: socket.socket, max_bytes: int, check_header: Callable[[bytes], None] | None
+) -> bytes | None:
     try:
         header = _recv_exactly(sock, HEADER.size)
         if header is None:
             return None
+        if check_header is not None:
+            check_header(header)
         (size,) = HEADER.unpack(header)
         if size > max_bytes:
             raise OversizedFrameError(size, header)
@@ -93,6 +101,36 @@ def recv_frame(sock: socket.socket, max_bytes: int) -> bytes | None:
     if body is None:
         raise EOFError("the peer closed the connection in the middle of a message")
     return body
+
+
+#: What other protocols' peers send first, and their names: see `identify_protocol`.
+SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"HTTP/", "HTTP"),  # a response
+    (b"PRI * HTTP/2", "HTTP/2"),  # a client's connection preface
+    *((method, "HTTP") for method in (b"GET ", b"HEAD", b"POST", b"PUT ", b"DELETE", b"OPTIONS")),
+    (b"SSH-", "SSH"),  # every SSH peer opens with its banner
+    (b"\xff", "ZeroMQ"),  # the first byte of every ZMTP greeting
+)
+#: TLS records start with a content type (change_cipher_spec, alert, handshake, application
+#: data) and the major version 3.
+TLS_CONTENT_TYPES = range(0x14, 0x18)
+
+
+def identify_protocol(data: bytes) -> str | None:
+    """The protocol whose peers start talking with `data`, or None if srpc knows none.
+
+    `data` is the first bytes a peer sent (at least the 4 of a length prefix, or the one of a
+    ZeroMQ greeting). Names HTTP (requests and responses), HTTP/2, SSH, TLS and ZeroMQ: a
+    stream transport that reads such bytes where it expected a length prefix can tell the user
+    what answered instead of announcing a 1.4 GB message or waiting out its timeout.
+    """
+    for signature, name in SIGNATURES:
+        needed = min(len(signature), HEADER.size)
+        if len(data) >= needed and data[: len(signature)] == signature[: len(data)]:
+            return name
+    if len(data) >= 3 and data[0] in TLS_CONTENT_TYPES and data[1] == 3 and data[2] <= 4:
+        return "TLS"
+    return None
 
 
 def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
@@ -116,7 +154,14 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
 
 
 class StreamChannel(Channel):
-    """A client channel over one connected stream socket."""
+    """A client channel over one connected stream socket.
+
+    The first reply on a connection is checked for another protocol's opening bytes
+    (`identify_protocol`): a client pointed at an HTTP, SSH, TLS or ZeroMQ server gets a
+    `MismatchError` naming it at once. So that servers of line-based protocols (HTTP) answer at
+    once too, the first message, when it is a control message (the hello: a JSON object), goes
+    out with a newline after the JSON, which srpc servers read as the whitespace it is.
+    """
 
     def __init__(self, sock: socket.socket, address: str, max_bytes: int, timeout: float) -> None:
         set_timeout(sock, timeout)
@@ -131,8 +176,14 @@ class StreamChannel(Channel):
             set_timeout(self.sock, timeout)
             self._timeout = timeout
         try:
-            send_frame(self.sock, message)
-            reply = recv_frame(self.sock, self.max_bytes)
+            if self.answered:
+                send_frame(self.sock, message)
+                reply = recv_frame(self.sock, self.max_bytes)
+            else:
+                send_frame(self.sock, _ended_by_a_line_break(message))
+                reply = _recv_frame(self.sock, self.max_bytes, self._check_first_reply)
+        except _ForeignPeer as exc:
+            raise self.foreign_peer(exc.name) from None
         except OversizedFrameError as exc:
             raise self.oversized_reply(exc) from None
         except TimeoutError:
@@ -151,6 +202,18 @@ class StreamChannel(Channel):
             f"max_message_bytes ({self.max_bytes})"
         )
 
+    def foreign_peer(self, name: str) -> Exception:
+        """The error for a server that speaks protocol `name` (see `identify_protocol`)."""
+        if name == "ZeroMQ":
+            scheme = self.address.partition("://")[0]
+            return MismatchError(
+                f"the server at {self.address} speaks ZeroMQ (transport 'zmq') but this client "
+                f"uses transport {scheme!r}: set the same transport in srpc.toml on both sides"
+            )
+        return MismatchError(
+            f"the server at {self.address} speaks {name}, not srpc: check host and port"
+        )
+
     def broken(self, exc: OSError | EOFError) -> Exception:
         """The error for a connection that failed (transports may explain more)."""
         return TransportError(f"connection to {self.address} failed: {exc}")
@@ -158,9 +221,30 @@ class StreamChannel(Channel):
     def close(self) -> None:
         self.sock.close()  # idempotent
 
+    def _check_first_reply(self, header: bytes) -> None:
+        name = identify_protocol(header)
+        if name is not None:
+            raise _ForeignPeer(name)
 
-class StreamListener(Listener):
+
+class _ForeignPeer(Exception):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _ended_by_a_line_break(message: bytes) -> bytes:
+    """A control message (JSON) with a newline after it, which line-based servers wait for."""
+    if protocol.is_control(message) and not message.endswith(b"\n"):
+        return message + b"\n"
+    return message
+
+
+class StreamListener(ThreadedListener[socket.socket]):
     """Serves a bound, listening stream socket: one thread per connection.
+
+    Built on `srpc_core.listeners.ThreadedListener`, which holds the accept loop, the threads'
+    bookkeeping and the draining shutdown; this class adds sockets and framing.
 
     Args:
         sock: the bound socket, already listening.
@@ -182,42 +266,12 @@ class StreamListener(Listener):
         idle_timeout: float,
         drain_timeout: float,
     ) -> None:
-        self.address = address
-        self.port = port
+        super().__init__(address, port, drain_timeout=drain_timeout)
         self._sock = sock
         self._handler = handler
         self._max_bytes = max_bytes
         self._idle_timeout = idle_timeout
         self._drain_timeout = drain_timeout
-        self._stopping = threading.Event()
-        self._wake_reader, self._wake_writer = socket.socketpair()
-        self._connections: dict[socket.socket, threading.Thread] = {}
-        self._lock = threading.Lock()
-
-    def serve_forever(self) -> None:
-        try:
-            with selectors.DefaultSelector() as selector:
-                selector.register(self._sock, selectors.EVENT_READ)
-                selector.register(self._wake_reader, selectors.EVENT_READ)
-                while not self._stopping.is_set():
-                    for key, _ in selector.select():
-                        if key.fileobj is self._sock:
-                            self._accept()
-        finally:
-            self._sock.close()
-            try:
-                self.closed()
-            finally:  # whatever closed() does, calls in flight still get their answers
-                self._drain()
-                self._wake_reader.close()
-                self._wake_writer.close()
-
-    def shutdown(self) -> None:
-        self._stopping.set()
-        try:  # wakes the selector; safe in a signal handler
-            self._wake_writer.send(b"x")
-        except OSError:  # already closed: serve_forever has returned
-            pass
 
     def closed(self) -> None:
         """Called once the listening socket is closed (a Unix socket removes its file here)."""
@@ -226,36 +280,24 @@ class StreamListener(Listener):
         """What to tell a peer whose message is too large (transports may recognise more)."""
         return f"a {exc.size}-byte message exceeds max_message_bytes ({self._max_bytes})"
 
-    def _accept(self) -> None:
+    # -- ThreadedListener ------------------------------------------------------------------
+
+    def accept(self) -> socket.socket | None:
+        if not self.wait_readable(self._sock):
+            return None
         try:
             conn, _ = self._sock.accept()
         except OSError as exc:  # e.g. EMFILE: keep serving the connections we have
             log.warning("srpc: accept failed on %s: %s", self.address, exc)
-            return
-        thread = threading.Thread(target=self._serve_connection, args=(conn,), daemon=True)
-        with self._lock:
-            self._connections[conn] = thread
-        thread.start()
+            return None
+        return conn
 
-    def _drain(self) -> None:
-        """Stop reading new requests; let calls in flight finish and answer."""
-        with self._lock:
-            connections = dict(self._connections)
-        for conn in connections:
-            try:
-                conn.shutdown(socket.SHUT_RD)  # an idle reader wakes with EOF; a busy one answers
-            except OSError:
-                pass
-        deadline = time.monotonic() + self._drain_timeout  # for all of them, not each
-        for thread in connections.values():
-            thread.join(max(0.0, deadline - time.monotonic()))
-
-    def _serve_connection(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
         try:
             if conn.family in (socket.AF_INET, socket.AF_INET6):  # EINVAL on macOS if reset
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             set_timeout(conn, self._idle_timeout)
-            while not self._stopping.is_set():
+            while not self.stopping:
                 try:
                     message = recv_frame(conn, self._max_bytes)
                 except OversizedFrameError as exc:
@@ -268,7 +310,15 @@ class StreamListener(Listener):
                 send_frame(conn, answer(self._handler, message, self._max_bytes))
         except (OSError, EOFError) as exc:  # idle timeout, reset, truncated message, shutdown
             log.debug("srpc: connection to %s ended: %s", self.address, exc)
-        finally:
-            with self._lock:
-                self._connections.pop(conn, None)
-            conn.close()
+
+    def interrupt(self, conn: socket.socket) -> None:
+        try:
+            conn.shutdown(socket.SHUT_RD)  # an idle reader wakes with EOF; a busy one answers
+        except OSError:
+            pass
+
+    def close_peer(self, conn: socket.socket) -> None:
+        conn.close()
+
+    def stop_accepting(self) -> None:
+        self._sock.close()

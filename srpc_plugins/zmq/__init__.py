@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import FrameType
 from typing import Any
 
 from srpc_core.errors import ConfigError, MissingDependencyError
 from srpc_core.hookspecs import RegisterCommand, RegisterTransport, hookimpl
+from srpc_core.signals import stop_on_signals
 from srpc_core.transport import Channel, Handler, Listener, Transport, TransportSettings
 
 INSTALL_HINT = "pip install 'srpclib[zmq]'"
@@ -216,20 +215,13 @@ def run_broker(args: argparse.Namespace) -> int:
         print(f"srpc broker: error: {exc}", file=sys.stderr)
         return 1
 
-    def stop(signum: int, frame: FrameType | None) -> None:
-        broker.stop()
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    print(
-        f"srpc broker: clients -> {broker.frontend_endpoint}, "
-        f"servers -> {broker.backend_endpoint}; Ctrl+C stops",
-        flush=True,
-    )
-    try:
+    with stop_on_signals(broker.stop):  # installed before the line that says Ctrl+C stops
+        print(
+            f"srpc broker: clients -> {broker.frontend_endpoint}, "
+            f"servers -> {broker.backend_endpoint}; Ctrl+C stops",
+            flush=True,
+        )
         broker.serve()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     print("srpc broker: stopped", flush=True)
     return 0
 

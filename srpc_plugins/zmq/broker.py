@@ -19,7 +19,6 @@ incoming calls without also losing the answers of the calls it is still running.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 from collections import deque
 from time import monotonic
@@ -27,6 +26,7 @@ from time import monotonic
 import zmq
 
 from srpc_core import protocol
+from srpc_core.wakeup import Waker
 from srpc_plugins.zmq.wire import (
     BYE,
     CALL,
@@ -85,8 +85,7 @@ class Broker:
         self._back.heartbeat_timeout = HEARTBEAT_TIMEOUT_MS
         self.frontend_endpoint = self._front.getsockopt_string(zmq.LAST_ENDPOINT)
         self.backend_endpoint = self._back.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._wake_reader, self._wake_writer = socket.socketpair()
-        self._wake_writer.setblocking(False)
+        self._waker = Waker()
 
     @property
     def servers(self) -> int:
@@ -97,7 +96,7 @@ class Broker:
         """Move calls and answers until `stop`; then wait up to `grace` for calls in flight."""
         poller = zmq.Poller()
         poller.register(self._back, zmq.POLLIN)
-        poller.register(self._wake_reader, zmq.POLLIN)
+        poller.register(self._waker, zmq.POLLIN)
         stop_at: float | None = None
         try:
             while True:
@@ -115,10 +114,7 @@ class Broker:
     def stop(self) -> None:
         """Ask `serve` to return. Never blocks; safe from any thread and from a signal handler."""
         self._stop.set()
-        try:
-            self._wake_writer.send(b"x")
-        except OSError:  # closed (serve returned) or already full of wake-ups
-            pass
+        self._waker.wake()
 
     def _bind(self, endpoint: str, max_bytes: int) -> zmq.Socket[bytes]:
         sock = self._context.socket(zmq.ROUTER)
@@ -131,8 +127,8 @@ class Broker:
         return sock
 
     def _handle(self, events: dict[object, int]) -> None:
-        if self._wake_reader in events:
-            self._wake_reader.recv(4096)
+        if self._waker.fileno() in events:  # a Poller reports it by its file descriptor
+            self._waker.drain()
         if self._back in events:
             self._read_back()
         if self._front in events:
@@ -237,6 +233,5 @@ class Broker:
     def _close(self) -> None:
         self._front.close()
         self._back.close(linger=0)
-        self._wake_reader.close()
-        self._wake_writer.close()
+        self._waker.close()
         self._context.term()

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import socket
 import threading
 from collections import deque
 from time import monotonic
@@ -33,6 +32,7 @@ from zmq.utils.monitor import recv_monitor_message
 from srpc_core import protocol
 from srpc_core.errors import ConfigError
 from srpc_core.transport import Handler, Listener, TransportSettings, answer
+from srpc_core.wakeup import Waker
 from srpc_plugins.zmq.wire import (
     BYE,
     CALL,
@@ -348,13 +348,12 @@ class ZmqListener(Listener):
         self._pool = WorkerPool(context, handler, workers, settings.max_message_bytes)
         self._pending: deque[Request] = deque()  # calls taken from the broker, awaiting a worker
         self._stop = threading.Event()
-        self._wake_reader, self._wake_writer = socket.socketpair()
-        self._wake_writer.setblocking(False)
+        self._waker = Waker()
 
     def serve_forever(self) -> None:
         poller = zmq.Poller()
         poller.register(self._pool.socket, zmq.POLLIN)
-        poller.register(self._wake_reader, zmq.POLLIN)
+        poller.register(self._waker, zmq.POLLIN)
         for watched in self._front.watched:
             poller.register(watched, zmq.POLLIN)
         drained = False
@@ -365,10 +364,7 @@ class ZmqListener(Listener):
 
     def shutdown(self) -> None:
         self._stop.set()
-        try:
-            self._wake_writer.send(b"x")
-        except OSError:  # closed (serve_forever returned) or already full of wake-ups
-            pass
+        self._waker.wake()
 
     def _loop(self, poller: zmq.Poller) -> bool:
         """Serve until shut down; return whether every call in flight was answered."""
@@ -389,8 +385,8 @@ class ZmqListener(Listener):
             self._handle(dict(poller.poll(timeout)), room)
 
     def _handle(self, events: dict[object, int], room: int) -> None:
-        if self._wake_reader in events:
-            self._wake_reader.recv(4096)
+        if self._waker.fileno() in events:  # a Poller reports it by its file descriptor
+            self._waker.drain()
         if self._pool.socket in events:
             for envelope, answer in self._pool.collect():
                 self._front.send(envelope, answer)
@@ -410,8 +406,7 @@ class ZmqListener(Listener):
 
     def _close(self, drained: bool) -> None:
         self._front.close()
-        self._wake_reader.close()
-        self._wake_writer.close()
+        self._waker.close()
         if drained:
             self._pool.stop(self._settings.timeout)
             self._context.term()  # waits up to LINGER_MS for the last answers to leave

@@ -1,0 +1,212 @@
+"""`ThreadedListener`: a `Listener` that serves each peer in a thread of its own.
+
+Everything a threaded server needs besides talking to its peers lives here, once: the loop that
+accepts peers until `shutdown`, the stop flag, a wake-up that makes a waiting accept return at
+once (from any thread, or a signal handler), the bookkeeping of the threads serving peers, and
+a shutdown that lets calls in flight finish and answer within one deadline while idle peers are
+let go at once. A subclass says how to accept one peer, how to serve it, and how to let go of
+an idle one::
+
+    class MyListener(ThreadedListener[MyPeer]):
+        def accept(self) -> MyPeer | None:
+            if not self.wait_readable(self._server_socket):
+                return None                       # woken by shutdown()
+            return MyPeer(self._server_socket.accept()[0])
+
+        def serve(self, peer: MyPeer) -> None:  # in the peer's own thread
+            while not self.stopping:
+                request = peer.read()             # with a timeout: the idle timeout
+                if request is None:
+                    return
+                peer.write(answer(self._handler, request, self._max_bytes))
+
+        def interrupt(self, peer: MyPeer) -> None:
+            peer.stop_reading()                   # an idle read returns; a call in flight answers
+
+        def close_peer(self, peer: MyPeer) -> None:
+            peer.close()
+
+        def stop_accepting(self) -> None:
+            self._server_socket.close()
+
+`srpc_core.streams.StreamListener` (stream sockets: tcp, uds) is built this way.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import socket
+import threading
+import time
+from abc import abstractmethod
+from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+from srpc_core.transport import Listener
+
+log = logging.getLogger("srpc.listeners")
+
+#: A peer as a listener sees it (a connected socket, a session object, ...); hashable.
+Peer = TypeVar("Peer", bound=Hashable)
+
+
+class ThreadedListener(Listener, Generic[Peer]):
+    """A `Listener` serving every peer in its own thread, with a draining shutdown.
+
+    Args:
+        address, port: what `Listener.address` and `Listener.port` report.
+        drain_timeout: the most seconds shutdown waits, in all, for calls in flight.
+
+    Subclasses implement `accept`, `serve`, `interrupt`, `close_peer` and `stop_accepting`, and
+    may override `closed`.
+    """
+
+    def __init__(self, address: str, port: int, *, drain_timeout: float) -> None:
+        self.address = address
+        self.port = port
+        self.drain_timeout = drain_timeout
+        self._stopping = threading.Event()
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._wake_reader.setblocking(False)
+        self._wake_writer.setblocking(False)
+        self._selector: selectors.BaseSelector | None = None
+        self._peers: dict[Peer, threading.Thread] = {}
+        self._peers_lock = threading.Lock()
+
+    # -- what subclasses implement ---------------------------------------------------------
+
+    @abstractmethod
+    def accept(self) -> Peer | None:
+        """Wait for the next peer and return it; return None when `shutdown` woke the wait (or
+        after a failure to accept that is only worth a log line).
+
+        Wait with `wait_readable` (or make the wait return when `wake` is called).
+        """
+
+    @abstractmethod
+    def serve(self, peer: Peer) -> None:
+        """Serve `peer` until it leaves, falls silent for the idle timeout, or `stopping` is
+        set. Runs in the peer's own thread; must not raise for anything the peer does."""
+
+    @abstractmethod
+    def interrupt(self, peer: Peer) -> None:
+        """Shutdown has begun: make `serve` return if it is waiting for the peer's next request
+        (an idle keep-alive peer must not hold shutdown up), but let a call in flight finish
+        and send its answer. Called from the thread running `serve_forever`."""
+
+    @abstractmethod
+    def close_peer(self, peer: Peer) -> None:
+        """Release `peer` (close its connection); called once `serve` has returned."""
+
+    @abstractmethod
+    def stop_accepting(self) -> None:
+        """Close the listening endpoint; called once, when the accept loop has ended."""
+
+    def closed(self) -> None:
+        """Called once the listening endpoint is closed, before draining (clean up here)."""
+
+    # -- what subclasses use ---------------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        """True once `shutdown` has been called."""
+        return self._stopping.is_set()
+
+    def wait_readable(self, fileobj: socket.socket) -> bool:
+        """Wait until `fileobj` is readable (True) or `shutdown` wakes the listener (False)."""
+        selector = self._selector
+        if selector is None:
+            selector = self._selector = selectors.DefaultSelector()
+            selector.register(self._wake_reader, selectors.EVENT_READ)
+        try:
+            selector.get_key(fileobj)
+        except KeyError:
+            selector.register(fileobj, selectors.EVENT_READ)
+        while not self._stopping.is_set():
+            for key, _ in selector.select():
+                if key.fileobj is not self._wake_reader:
+                    return True
+                self._drain_wake_ups()
+        return False
+
+    def _drain_wake_ups(self) -> None:
+        try:
+            while self._wake_reader.recv(4096):
+                pass
+        except OSError:  # nothing more to read
+            pass
+
+    def wake(self) -> None:
+        """Make a waiting `accept` return. Never blocks; safe in a signal handler."""
+        try:
+            self._wake_writer.send(b"x")
+        except OSError:  # full (a wake-up is already pending) or closed (serving is over)
+            pass
+
+    def peers(self) -> list[Peer]:
+        """The peers being served right now."""
+        with self._peers_lock:
+            return list(self._peers)
+
+    # -- the Listener interface ------------------------------------------------------------
+
+    def serve_forever(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                peer = self.accept()
+                if peer is not None:
+                    self._start(peer)
+        finally:
+            try:
+                self.stop_accepting()
+            finally:
+                try:
+                    self.closed()
+                finally:  # whatever closed() does, calls in flight still get their answers
+                    self._drain()
+                    if self._selector is not None:
+                        self._selector.close()
+                    self._wake_reader.close()
+                    self._wake_writer.close()
+
+    def shutdown(self) -> None:
+        self._stopping.set()
+        self.wake()
+
+    # -- bookkeeping -----------------------------------------------------------------------
+
+    def _start(self, peer: Peer) -> None:
+        thread = threading.Thread(target=self._run, args=(peer,), daemon=True)
+        with self._peers_lock:
+            self._peers[peer] = thread
+        try:
+            thread.start()
+        except RuntimeError as exc:  # "can't start new thread": the OS limit; serve the others
+            log.warning("srpc: cannot serve a new peer of %s: %s", self.address, exc)
+            with self._peers_lock:
+                self._peers.pop(peer, None)
+            self.close_peer(peer)
+
+    def _run(self, peer: Peer) -> None:
+        try:
+            self.serve(peer)
+        except Exception:
+            log.exception("srpc: serving a peer of %s failed", self.address)
+        finally:
+            with self._peers_lock:
+                self._peers.pop(peer, None)
+            self.close_peer(peer)
+
+    def _drain(self) -> None:
+        """Let idle peers go; give calls in flight until one deadline to finish and answer."""
+        with self._peers_lock:
+            serving = dict(self._peers)
+        for peer in serving:
+            try:
+                self.interrupt(peer)
+            except Exception:  # a peer already gone, say: the others still get theirs
+                log.debug("srpc: interrupting a peer of %s failed", self.address, exc_info=True)
+        deadline = time.monotonic() + self.drain_timeout  # for all of them, not each
+        for thread in serving.values():
+            thread.join(max(0.0, deadline - time.monotonic()))
