@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, ClassVar
 
 import pytest
@@ -23,19 +24,35 @@ import pytest
 from srpc_core import protocol
 from srpc_core.client import Client
 from srpc_core.config import Config
-from srpc_core.errors import CallTimeoutError, RemoteError, SrpcError, TransportError
+from srpc_core.errors import (
+    CallTimeoutError,
+    ConfigError,
+    FrameTooLargeError,
+    RemoteError,
+    SrpcError,
+    TransportError,
+)
 from srpc_core.plugins import Plugins
 from srpc_core.server import Server
 from srpc_core.testing.interface import ConformanceError, ConformanceInterface
 from srpc_core.testing.registry import CodecSpec, TransportSpec, plugins_for, registered_name
 from srpc_core.testing.service import RENDEZVOUS_TIMEOUT, ConformanceService
+from srpc_core.transport import Channel, Handler, Listener, Transport, TransportSettings
 
 #: The kit server's max_message_bytes: small enough to make "near the limit" cheap.
 LIMIT = 1 << 20
+#: How far below LIMIT the kit's largest message stays, for the fields around its payload.
+NEAR_LIMIT_MARGIN = 2048
 #: Seconds any wait in the kit may take before it counts as a hang.
 HANG = 10.0
 #: How long a test waits for the server thread to return after `stop()`.
 STOP_TIMEOUT = 20.0
+#: The idle timeout the kit sets to check that a silent connection is dropped.
+IDLE_TIMEOUT = 0.5
+#: The drain timeout of a server whose shutdown must not wait for it (only idle peers are open).
+LONG_DRAIN = 3 * HANG
+#: How soon such a shutdown must return.
+PROMPT = HANG / 2
 RANDOM_SEED = 20240229
 
 
@@ -50,6 +67,8 @@ class RunningServer:
     config: Config
     plugins: Plugins
     errors: list[BaseException]
+    #: How long `stop` waits for the server thread.
+    stop_timeout: float = STOP_TIMEOUT
 
     @property
     def port(self) -> int:
@@ -77,8 +96,8 @@ class RunningServer:
         self.service.release.set()  # let any blocked call finish
         if self.thread.is_alive():
             self.server.stop()
-            self.thread.join(STOP_TIMEOUT)
-        assert not self.thread.is_alive(), f"the listener did not stop within {STOP_TIMEOUT} s"
+            self.thread.join(self.stop_timeout)
+        assert not self.thread.is_alive(), f"the listener did not stop within {self.stop_timeout} s"
         assert not self.errors, f"the server failed: {self.errors[0]!r}"
 
 
@@ -89,15 +108,19 @@ def start_server(
     codec_options: Mapping[str, Any],
     host: str,
     rendezvous_timeout: float = RENDEZVOUS_TIMEOUT,
+    timeout: float = HANG,
 ) -> RunningServer:
-    """Start the kit's server on `host`, port 0, in a background thread."""
+    """Start the kit's server on `host`, port 0, in a background thread.
+
+    `timeout` is the config's: the clients' call timeout and the listener's drain timeout.
+    """
     transport_name, codec_name = registered_name(transport), registered_name(codec)
     config = Config(
         transport=transport_name,
         codec=codec_name,
         host=host,
         port=0,
-        timeout=HANG,
+        timeout=timeout,
         max_message_bytes=LIMIT,
         metrics_path="",
         tables={transport_name: dict(options), codec_name: dict(codec_options)},
@@ -126,7 +149,64 @@ def start_server(
             server.stop()
             reason = repr(errors[0]) if errors else f"not serving after {HANG} s"
             raise AssertionError(f"the conformance server did not start: {reason}")
-    return RunningServer(server, thread, service, host, config, plugins, errors)
+    return RunningServer(
+        server, thread, service, host, config, plugins, errors, max(STOP_TIMEOUT, 2 * timeout)
+    )
+
+
+@dataclasses.dataclass
+class RunningListener:
+    """A listener of the transport under test serving a handler of the test's own."""
+
+    listener: Listener
+    #: The transport built with the clients' settings.
+    client_transport: Transport
+    host: str
+
+    def channel(self) -> Channel:
+        """A new channel to the listener (close it)."""
+        return self.client_transport.connect(self.host, self.listener.port, HANG)
+
+
+@contextmanager
+def serve_handler(
+    transport: TransportSpec,
+    options: Mapping[str, Any],
+    host: str,
+    handler: Handler,
+    *,
+    max_message_bytes: int = LIMIT,
+    client_max_message_bytes: int = LIMIT,
+) -> Iterator[RunningListener]:
+    """Run the transport's listener on `host`, port 0, serving `handler`, with no srpc server.
+
+    This lets the kit check what a listener and a channel do on their own: with a handler that
+    raises, or replies larger than the client accepts. Clients get `client_max_message_bytes`.
+    """
+    plugins = plugins_for(transport, "json")
+    name = registered_name(transport)
+    server_side = plugins.transport(name, TransportSettings(options, max_message_bytes, HANG))
+    client_side = plugins.transport(
+        name, TransportSettings(options, client_max_message_bytes, HANG)
+    )
+    listener = server_side.listen(host, 0, handler)
+    failures: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            listener.serve_forever()
+        except BaseException as exc:  # reported below, not lost in a thread
+            failures.append(exc)
+
+    thread = threading.Thread(target=serve, name="srpc-conformance-listener", daemon=True)
+    thread.start()
+    try:
+        yield RunningListener(listener, client_side, host)
+    finally:
+        listener.shutdown()
+        thread.join(STOP_TIMEOUT)
+    assert not thread.is_alive(), f"the listener did not stop within {STOP_TIMEOUT} s"
+    assert not failures, f"serve_forever() failed: {failures[0]!r}"
 
 
 def connect_raw(address: str, timeout: float) -> socket.socket | None:
@@ -158,10 +238,12 @@ class TransportConformance:
         class TestMyTransport(TransportConformance):
             transport = MyTransport    # the factory you register, or a registered name: "my"
 
-    Checked: calls and round trips, messages near `max_message_bytes` and refusal above it,
-    call timeouts, many threads on one client, calls running side by side, exceptions coming
-    back as themselves, garbage sent to the listener, shutdown letting calls in flight finish,
-    and a clear error (never a hang) when no server is there.
+    Checked: calls and round trips, messages near `max_message_bytes` and refusal above it (by
+    the listener, and by the channel for replies), call timeouts, many threads on one client,
+    calls running side by side, exceptions coming back as themselves, garbage sent to the
+    listener, a handler that raises, silent connections dropped after the idle timeout
+    (`idle_timeout_option`), shutdown letting calls in flight finish and not waiting for idle
+    connections, and a clear error (never a hang) when no server is there.
 
     The server listens on `host` (override the `listen_host` fixture to compute it per test,
     e.g. a directory under ``tmp_path``) and port 0; override `raw_socket` if the kit cannot
@@ -180,6 +262,11 @@ class TransportConformance:
     host: ClassVar[str] = "127.0.0.1"
     #: How long concurrent calls wait for each other before the kit calls the transport serial.
     rendezvous_timeout: ClassVar[float] = RENDEZVOUS_TIMEOUT
+    #: The transport's option (in ``[srpc.<name>]``) that sets, in seconds, how long its
+    #: listener keeps a silent connection. The kit sets it to `IDLE_TIMEOUT` and checks that a
+    #: silent peer is dropped. None: the transport keeps no connections a peer could hold open
+    #: (the check is skipped, saying so).
+    idle_timeout_option: ClassVar[str | None] = "idle_timeout"
 
     @pytest.fixture
     def listen_host(self) -> str:
@@ -189,17 +276,7 @@ class TransportConformance:
     @pytest.fixture
     def running(self, listen_host: str) -> Iterator[RunningServer]:
         """A server of the kit's service over the transport under test."""
-        spec = getattr(self, "transport", None)
-        if spec is None:
-            pytest.fail(f"{type(self).__name__} must set `transport = YourTransportClass`")
-        running = start_server(
-            spec,
-            self.options,
-            self.codec,
-            self.codec_options,
-            listen_host,
-            self.rendezvous_timeout,
-        )
+        running = self._start(listen_host, self.options)
         try:
             yield running
         finally:
@@ -223,11 +300,9 @@ class TransportConformance:
         assert isinstance(running.port, int) and running.port >= 0
 
     def test_large_messages_near_the_limit(self, running: RunningServer) -> None:
-        codec = running.plugins.codec(
-            running.config.codec, running.config.options(running.config.codec)
-        )
-        overhead = len(codec.encode([2**31, "echo", [""], {}]))
-        payload = "x" * (LIMIT - overhead - 16)
+        # The request's other fields (id, session, procedure, metadata) take far less than
+        # NEAR_LIMIT_MARGIN bytes, whatever the protocol version puts in them.
+        payload = "x" * (LIMIT - NEAR_LIMIT_MARGIN)
         with running.client() as client:
             assert client.call("echo", (payload,)) == payload
             assert client.call("add", (2, 2)) == 4
@@ -251,6 +326,27 @@ class TransportConformance:
                 client.call("blob", (LIMIT + 4096,))
             assert not isinstance(refused.value, CallTimeoutError), "refusal must not be a hang"
             assert client.call("add", (1, 2)) == 3
+
+    def test_the_channel_refuses_a_reply_above_its_limit(self, listen_host: str) -> None:
+        # The listener may send up to 4 * LIMIT; the client's channel accepts LIMIT.
+        def big_replies(message: bytes) -> bytes:
+            return b"y" * (LIMIT + 4096) if message == b"big" else message
+
+        with self._serve_handler(listen_host, big_replies, 4 * LIMIT) as running:
+            channel = running.channel()
+            try:
+                assert channel.request(b"small", HANG) == b"small"
+                try:
+                    reply = channel.request(b"big", HANG)
+                except FrameTooLargeError:
+                    pass
+                else:
+                    pytest.fail(
+                        f"the channel returned a {len(reply)}-byte reply; max_message_bytes is "
+                        f"{LIMIT}: raise FrameTooLargeError (before reading the reply's body)"
+                    )
+            finally:
+                channel.close()
 
     def test_a_slow_call_times_out(self, running: RunningServer) -> None:
         with running.client(timeout=1.0) as client:
@@ -333,6 +429,62 @@ class TransportConformance:
         with running.client() as client:
             assert client.call("add", (2, 3)) == 5
 
+    def test_a_handler_that_raises_gets_a_control_error_and_the_listener_goes_on(
+        self, listen_host: str
+    ) -> None:
+        def failing(message: bytes) -> bytes:
+            if message == b"raise":
+                raise RuntimeError("a bug in the handler")
+            return message
+
+        with self._serve_handler(listen_host, failing, LIMIT) as running:
+            channel = running.channel()
+            try:
+                try:
+                    reply = channel.request(b"raise", HANG)
+                except SrpcError as exc:
+                    pytest.fail(
+                        f"a handler that raised cost the client its call: {exc!r}; catch "
+                        "Exception around handler(message) and answer with a control error "
+                        "(srpc_core.transport.answer does both)"
+                    )
+                assert protocol.is_control(reply), f"not a control error: {reply[:40]!r}"
+                assert not protocol.decode_control(reply).get("ok"), reply
+                assert channel.request(b"same connection", HANG) == b"same connection"
+            finally:
+                channel.close()
+            other = running.channel()
+            try:
+                assert other.request(b"new connection", HANG) == b"new connection"
+            finally:
+                other.close()
+
+    def test_a_silent_connection_is_dropped_after_the_idle_timeout(self, listen_host: str) -> None:
+        option = self.idle_timeout_option
+        if option is None:
+            pytest.skip("idle_timeout_option is None: the transport keeps no idle connections")
+        running = self._start(listen_host, {**self.options, option: IDLE_TIMEOUT})
+        try:
+            sock = self.raw_socket(running)
+            if sock is None:
+                pytest.skip("override raw_socket() to let the kit reach this listener")
+            with sock:
+                sock.settimeout(HANG)
+                try:
+                    dropped = sock.recv(1) == b""
+                except TimeoutError:
+                    dropped = False
+                except OSError:  # reset: dropped too
+                    dropped = True
+            assert dropped, (
+                f"a connection that said nothing was still open after {HANG} s, with "
+                f"[srpc.<name>] {option} = {IDLE_TIMEOUT}: close silent connections after it"
+            )
+            with running.client() as client:
+                assert client.call("add", (2, 3)) == 5
+        finally:
+            running.stop()
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def test_shutdown_lets_calls_in_flight_finish(self, running: RunningServer) -> None:
@@ -350,11 +502,72 @@ class TransportConformance:
         running.thread.join(STOP_TIMEOUT)
         assert not running.thread.is_alive(), "start() did not return after the call finished"
 
+    def test_shutdown_does_not_wait_for_idle_connections(self, listen_host: str) -> None:
+        running = self._start(listen_host, self.options, timeout=LONG_DRAIN)
+        client = running.client(timeout=HANG)
+        sock: socket.socket | None = None
+        try:
+            assert client.call("add", (1, 2)) == 3  # its connection now waits in the client
+            sock = self.raw_socket(running)  # a peer that never says anything
+            started = time.monotonic()
+            running.server.stop()
+            running.thread.join(PROMPT)
+            assert not running.thread.is_alive(), (
+                f"with only idle connections open, shutdown took more than {PROMPT} s (the "
+                f"drain timeout is {LONG_DRAIN} s): wake connections waiting for a request "
+                "and close them; wait only for calls in flight"
+            )
+            assert time.monotonic() - started < PROMPT
+        finally:
+            client.close()  # lets a listener that waits for its peers finish at once
+            if sock is not None:
+                sock.close()
+            running.stop()
+
     def test_no_server_is_an_error_not_a_hang(self, running: RunningServer) -> None:
         client = running.client(timeout=2.0)
         running.stop()
         with client, pytest.raises((TransportError, CallTimeoutError)):
             client.call("add", (1, 2))
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _start(
+        self, listen_host: str, options: Mapping[str, Any], timeout: float = HANG
+    ) -> RunningServer:
+        spec = self._spec()
+        try:
+            return start_server(
+                spec,
+                options,
+                self.codec,
+                self.codec_options,
+                listen_host,
+                self.rendezvous_timeout,
+                timeout,
+            )
+        except ConfigError as exc:
+            option = self.idle_timeout_option
+            if option is None or options.get(option) != IDLE_TIMEOUT:
+                raise
+            pytest.fail(
+                f"the transport refused [srpc.<name>] {option} = {IDLE_TIMEOUT} ({exc}): set "
+                "`idle_timeout_option` to the name of its idle-timeout option (seconds), or to "
+                "None if it keeps no connections"
+            )
+
+    def _serve_handler(
+        self, listen_host: str, handler: Handler, max_message_bytes: int
+    ) -> AbstractContextManager[RunningListener]:
+        return serve_handler(
+            self._spec(), self.options, listen_host, handler, max_message_bytes=max_message_bytes
+        )
+
+    def _spec(self) -> TransportSpec:
+        spec = getattr(self, "transport", None)
+        if spec is None:
+            pytest.fail(f"{type(self).__name__} must set `transport = YourTransportClass`")
+        return spec
 
 
 def _call_into(client: Client, outcome: list[Any], value: str) -> None:
