@@ -184,6 +184,15 @@ def test_client_methods_cast_to_the_return_annotation_as_written(inventory: Path
         in stub
     )
     assert '        """Remove every item."""\n        self._srpc.call("clear", (), {})\n' in stub
+    imported = subprocess.run(
+        [PYTHON, "-c", "import srpc_inventory_client_stub, srpc_inventory_server_stub"],
+        cwd=inventory,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(),
+    )
+    assert imported.returncode == 0, imported.stderr
 
 
 @pytest.mark.parametrize("side", ["server", "client"])
