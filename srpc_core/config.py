@@ -10,18 +10,52 @@ import dataclasses
 import os
 import socket
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from srpc_core.errors import ConfigError
+from srpc_core.options import DEFAULTS_SOURCE, Option, PluginOptions, _closest, _where
 
 CONFIG_ENV_VAR = "SRPC_CONFIG"
 CONFIG_FILE_NAME = "srpc.toml"
 #: Frames carry a 4-byte length, so no message may exceed this.
 MAX_MESSAGE_BYTES_LIMIT = 2**32 - 1
 LAN_HOST = "lan"
+
+
+#: ``[srpc.<name>]`` tables that belong to srpc itself rather than to a transport or codec:
+#: ``metrics`` (the metrics log) and ``auth`` (reserved for authentication).
+CORE_TABLES = frozenset({"metrics", "auth"})
+
+#: The keys of ``[srpc]``; they also check the arguments that override them.
+SETTINGS: dict[str, Option] = {
+    "transport": Option(str, check=bool, expected="a transport name such as 'tcp'"),
+    "codec": Option(str, check=bool, expected="a codec name such as 'json'"),
+    "host": Option(str, check=bool, expected="a host name, an IP address or 'lan'"),
+    "port": Option(int, minimum=0, maximum=65535),
+    "timeout": Option(float, minimum=0, exclusive_minimum=True, help="seconds"),
+    "max_message_bytes": Option(int, minimum=1, maximum=MAX_MESSAGE_BYTES_LIMIT),
+    "send_tracebacks": Option(bool),
+}
+
+#: The keys of ``[srpc.metrics]``: ``path`` is read here (`Config.metrics_path`),
+#: ``flush_interval`` by the metrics log plugin.
+METRICS_OPTIONS: dict[str, Option] = {
+    "path": Option(
+        str,
+        default="srpc_server_metrics.log",
+        expected='a file path, or "" to turn the metrics log off',
+    ),
+    "flush_interval": Option(
+        float,
+        default=1.0,
+        minimum=0,
+        exclusive_minimum=True,
+        help="seconds between batched writes of the metrics log",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -39,38 +73,38 @@ class Config:
     #: The ``[srpc.<name>]`` tables, by name (plugins read their own with `options`).
     tables: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: Where the settings came from: a file path, or "defaults".
-    source: str = "defaults"
+    source: str = DEFAULTS_SOURCE
 
-    def options(self, name: str) -> Mapping[str, Any]:
-        """The ``[srpc.<name>]`` table, or an empty mapping."""
-        return self.tables.get(name, {})
+    def options(self, name: str) -> PluginOptions:
+        """The ``[srpc.<name>]`` table (empty when there is none), for its plugin to check.
 
+        A read-only mapping that also knows its `~PluginOptions.table` and
+        `~PluginOptions.source`, so the errors of `PluginOptions.check` name both.
+        """
+        return PluginOptions(self.tables.get(name), table=f"srpc.{name}", source=self.source)
 
-# key -> (check, description of a valid value); applies to [srpc] and to overrides.
-_CHECKS: dict[str, tuple[Any, str]] = {
-    "transport": (lambda v: isinstance(v, str) and v != "", "a transport name such as 'tcp'"),
-    "codec": (lambda v: isinstance(v, str) and v != "", "a codec name such as 'json'"),
-    "host": (lambda v: isinstance(v, str) and v != "", "a host name, an IP address or 'lan'"),
-    "port": (lambda v: _is_int(v) and 0 <= v <= 65535, "an integer from 0 to 65535"),
-    "timeout": (lambda v: _is_number(v) and v > 0, "a number of seconds greater than 0"),
-    "max_message_bytes": (
-        lambda v: _is_int(v) and 0 < v <= MAX_MESSAGE_BYTES_LIMIT,
-        f"an integer from 1 to {MAX_MESSAGE_BYTES_LIMIT}",
-    ),
-    "send_tracebacks": (lambda v: isinstance(v, bool), "true or false"),
-}
-_METRICS_CHECKS: dict[str, tuple[Any, str]] = {
-    "path": (lambda v: isinstance(v, str), 'a file path, or "" to turn the metrics log off'),
-    "flush_interval": (lambda v: _is_number(v) and v > 0, "a number of seconds greater than 0"),
-}
+    def check_tables(self, known: Iterable[str]) -> None:
+        """Refuse a ``[srpc.<name>]`` table that nothing reads, such as a misspelt
+        ``[srpc.metrcs]``: nothing in srpc.toml is silently ignored.
 
+        Valid names are `known` (`Plugins.for_config` passes every registered transport and
+        codec name and every plugin's name) and `CORE_TABLES`.
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+        Raises:
+            ConfigError: naming the file, the table and the valid table names.
+        """
+        valid = sorted(set(known) | CORE_TABLES)
+        for name in self.tables:
+            if name in valid:
+                continue
+            guess = _closest(name, valid)
+            hint = f" (did you mean [srpc.{guess}]?)" if guess else ""
+            raise ConfigError(
+                f"{_where(self.source)}unknown table [srpc.{name}]{hint}; valid tables: "
+                + ", ".join(f"[srpc.{table}]" for table in valid)
+                + " (a table is named after a registered transport, codec or plugin: "
+                "`srpc plugins` lists them)"
+            )
 
 
 def find_config_file(config: str | os.PathLike[str] | None = None) -> Path | None:
@@ -103,7 +137,14 @@ def load_config(config: str | os.PathLike[str] | Config | None = None, **overrid
         base = _read_file(path) if path else Config()
     given = {key: value for key, value in overrides.items() if value is not None}
     for key, value in given.items():
-        _check(key, value, "argument", _CHECKS)
+        if key not in SETTINGS:
+            raise ConfigError(f"unknown setting {key!r}; valid: {', '.join(sorted(SETTINGS))}")
+        try:
+            given[key] = SETTINGS[key].convert(value)
+        except ValueError:
+            raise ConfigError(
+                f"argument {key}={value!r} is invalid: expected {SETTINGS[key].describe()}"
+            ) from None
     return dataclasses.replace(base, **given) if given else base
 
 
@@ -114,42 +155,40 @@ def _read_file(path: Path) -> Config:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
-    section = document.get("srpc", {})
+    for key, value in document.items():
+        if key == "srpc":
+            continue
+        if isinstance(value, dict):
+            hint = " (did you mean [srpc]?)" if _closest(key, ["srpc"]) else ""
+            raise ConfigError(
+                f"{path}: unknown table [{key}]{hint}; the only valid top-level table is "
+                "[srpc] (plugin settings go in [srpc.<name>])"
+            )
+        raise ConfigError(f"{path}: the key {key!r} is outside any table; put it under [srpc]")
+    if "srpc" not in document:
+        raise ConfigError(
+            f"{path}: there is no [srpc] table, so nothing in this file would be used; put "
+            "the settings under a line [srpc]"
+        )
+    section = document["srpc"]
     if not isinstance(section, dict):
         raise ConfigError(f"{path}: 'srpc' must be a table: write [srpc]")
-    values: dict[str, Any] = {}
-    tables: dict[str, Mapping[str, Any]] = {}
-    for key, value in section.items():
-        if isinstance(value, dict):
-            tables[key] = value
-        elif key in _CHECKS:
-            _check(key, value, f"{path}: [srpc]", _CHECKS)
-            values[key] = value
-        else:
-            valid = ", ".join(sorted(_CHECKS))
+    tables = {k: v for k, v in section.items() if isinstance(v, dict) and k not in SETTINGS}
+    srpc = PluginOptions(
+        {k: v for k, v in section.items() if k not in tables}, table="srpc", source=str(path)
+    )
+    for key in srpc:
+        if key not in SETTINGS:
             raise ConfigError(
-                f"{path}: unknown key {key!r} in [srpc]; valid keys: {valid} "
-                "(plugin settings go in their own table, [srpc.<plugin>])"
+                f"{srpc.unknown_key(key, SETTINGS)} (plugin settings go in their own table, "
+                "[srpc.<plugin>])"
             )
-    metrics = tables.get("metrics", {})
-    for key, value in metrics.items():
-        if key not in _METRICS_CHECKS:
-            valid = ", ".join(sorted(_METRICS_CHECKS))
-            raise ConfigError(f"{path}: unknown key {key!r} in [srpc.metrics]; valid keys: {valid}")
-        _check(key, value, f"{path}: [srpc.metrics]", _METRICS_CHECKS)
+    values = srpc.check({key: SETTINGS[key] for key in srpc})
+    metrics = PluginOptions(tables.get("metrics"), table="srpc.metrics", source=str(path))
+    metrics_path = metrics.check(METRICS_OPTIONS)["path"]
     if "path" in metrics:
-        values["metrics_path"] = metrics["path"]
-    if "timeout" in values:
-        values["timeout"] = float(values["timeout"])
+        values["metrics_path"] = metrics_path
     return Config(**values, tables=tables, source=str(path))
-
-
-def _check(key: str, value: Any, where: str, checks: Mapping[str, tuple[Any, str]]) -> None:
-    if key not in checks:
-        raise ConfigError(f"{where}: unknown setting {key!r}; valid: {', '.join(sorted(checks))}")
-    is_valid, expected = checks[key]
-    if not is_valid(value):
-        raise ConfigError(f"{where} {key} = {value!r} is invalid: expected {expected}")
 
 
 def resolve_host(host: str) -> str:

@@ -164,7 +164,12 @@ class Plugins:
         raise ConfigError(message + ". Run `srpc plugins` to see what is installed.")
 
     def for_config(self, config: Config) -> tuple[Codec, Transport]:
-        """The codec and the transport that `config` selects, built with its settings."""
+        """The codec and the transport that `config` selects, built with its settings.
+
+        First refuses a ``[srpc.<name>]`` table that no registered transport, codec or plugin
+        reads (`Config.check_tables`): a misspelt table is an error, never silently ignored.
+        """
+        config.check_tables([*self.transports, *self.codecs, *self.infos])
         codec = self.codec(config.codec, config.options(config.codec), config.source)
         settings = TransportSettings(
             config.options(config.transport), config.max_message_bytes, config.timeout

@@ -17,6 +17,7 @@ import os
 import threading
 import time
 
+from srpc_core.config import METRICS_OPTIONS
 from srpc_core.hookspecs import RegisterObserver, hookimpl
 from srpc_core.metrics import (
     FULL_SNAPSHOT_SECONDS,
@@ -30,18 +31,16 @@ from srpc_core.metrics import (
 from srpc_core.observer import CallObserver, ServerInfo
 
 log = logging.getLogger("srpc")
-DEFAULT_FLUSH_INTERVAL = 1.0
+DEFAULT_FLUSH_INTERVAL: float = METRICS_OPTIONS["flush_interval"].default
 
 
 @hookimpl
 def srpc_register_call_observers(register: RegisterObserver, server: ServerInfo) -> None:
     """Register a `MetricsLog` unless the config turns the metrics log off."""
+    options = server.config.options("metrics").check(METRICS_OPTIONS)
     path = server.config.metrics_path
-    if not path:
-        return
-    options = server.config.options("metrics")
-    flush_interval = float(options.get("flush_interval", DEFAULT_FLUSH_INTERVAL))
-    register(MetricsLog(server, path, flush_interval))
+    if path:
+        register(MetricsLog(server, path, options["flush_interval"]))
 
 
 class AppendLog:
