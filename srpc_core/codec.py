@@ -27,6 +27,10 @@ class Codec(ABC):
     name: ClassVar[str] = ""
     #: The Python types this codec round-trips exactly (used by the conformance kit).
     value_types: ClassVar[tuple[type, ...]] = (type(None), bool, int, float, str, list, dict)
+    #: Whether it round-trips NaN, inf and -inf. A codec whose format has no such numbers
+    #: (strict JSON) sets it False and refuses them with an `EncodeError`, never turning them
+    #: into something else (``null``); the conformance kit checks either promise.
+    nonfinite_floats: ClassVar[bool] = True
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         self.options: Mapping[str, Any] = dict(options or {})

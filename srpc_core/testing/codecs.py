@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ from srpc_core.testing.values import CANDIDATES_TO_REFUSE, SAMPLES, same, short_
 #: The types srpc's own messages are built from: every codec must carry them.
 PROTOCOL_TYPES: tuple[type, ...] = (type(None), bool, int, float, str, list, dict)
 RANDOM_SEED = 20240229
+NON_FINITE_FLOATS = (math.nan, math.inf, -math.inf)
 
 
 class CodecConformance:
@@ -30,6 +32,7 @@ class CodecConformance:
             codec = MyCodec            # the factory you register, or a registered name: "my"
 
     Checked: round trips of samples of every type in ``value_types`` (plus `extra_values`),
+    NaN and ±inf round-tripped, or refused when the codec sets ``nonfinite_floats = False``,
     `EncodeError` naming the type and the codec for values it cannot carry, `DecodeError` for
     empty, truncated and over-long input, nothing but a value or a `DecodeError` for random
     bytes, no message starting with the control prefix, thread safety.
@@ -77,6 +80,19 @@ class CodecConformance:
                 if problem:
                     failures.append(f"{short_repr(value)}: {problem}")
         assert not failures, "values that did not come back as themselves:\n" + "\n".join(failures)
+
+    def test_non_finite_floats_round_trip_or_are_refused(self, codec_under_test: Codec) -> None:
+        failures = []
+        for value in NON_FINITE_FLOATS:
+            if codec_under_test.nonfinite_floats:
+                problem = _round_trip_problem(codec_under_test, [7, STATUS_OK, value])
+                hint = "round-trip it, or set nonfinite_floats = False and refuse it"
+            else:
+                problem = _refusal_problem(codec_under_test, value)
+                hint = "nonfinite_floats is False: refuse it with an EncodeError"
+            if problem:
+                failures.append(f"{value!r}: {problem} ({hint})")
+        assert not failures, "NaN and infinities:\n" + "\n".join(failures)
 
     def test_tuples_arrive_as_lists(self, codec_under_test: Codec) -> None:
         decoded = codec_under_test.decode(codec_under_test.encode([1, "f", (1, ("a", None)), {}]))
@@ -163,8 +179,14 @@ class CodecConformance:
 
     def _values(self, codec: Codec) -> Iterator[Any]:
         for value_type in codec.value_types:
-            yield from SAMPLES.get(value_type, ())
+            for value in SAMPLES.get(value_type, ()):
+                if codec.nonfinite_floats or not _non_finite(value):
+                    yield value
         yield from self.extra_values
+
+
+def _non_finite(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 def _round_trip_problem(codec: Codec, message: list[Any]) -> str | None:
