@@ -21,8 +21,8 @@ from rich.console import Console
 
 import srpc_core
 from srpc_core.config import Config
-from srpc_core.dashboard import render
 from srpc_core.metrics import LogFollower, MetricsAggregator, MetricsView
+from srpc_core.metrics.dashboard import render
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "examples" / "calc" / "server"))

@@ -17,7 +17,6 @@ import pytest
 from rich.console import Console
 
 from srpc_core.config import Config
-from srpc_core.dashboard import format_seconds, format_uptime, render
 from srpc_core.metrics import (
     Histogram,
     MetricsAggregator,
@@ -27,6 +26,7 @@ from srpc_core.metrics import (
     stats_record,
     writer_record,
 )
+from srpc_core.metrics.dashboard import format_seconds, format_uptime, render
 from srpc_core.observer import ServerInfo
 from srpc_plugins.metrics_log import MetricsLog
 

@@ -17,7 +17,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from srpc_core.metrics import LogFollower, MetricsAggregator, MetricsView, ProcedureView
+from srpc_core.metrics.follower import LogFollower
+from srpc_core.metrics.histogram import LATENCY_FIELDS, latency_summary
+from srpc_core.metrics.view import MetricsAggregator, MetricsView, ProcedureView
 
 #: Below this many columns the table leaves out min and mean to fit an 80-column terminal.
 WIDE_COLUMNS = 96
@@ -98,9 +100,7 @@ def _table(view: MetricsView, wide: bool) -> Table:
     table.add_column("procedure", no_wrap=True, overflow="ellipsis", max_width=28)
     for name in ("ok", "failed", "err%", "calls/s"):
         table.add_column(name, justify="right", no_wrap=True)
-    latency_columns = (
-        ["min", "mean", "p50", "p95", "p99", "max"] if wide else ["p50", "p95", "p99", "max"]
-    )
+    latency_columns = list(LATENCY_FIELDS) if wide else ["p50", "p95", "p99", "max"]
     for name in latency_columns:
         table.add_column(name, justify="right", no_wrap=True)
     for row in view.procedures:
@@ -111,17 +111,10 @@ def _table(view: MetricsView, wide: bool) -> Table:
 
 
 def _cells(row: ProcedureView, latency_columns: list[str]) -> list[Text]:
-    stats, latency = row.stats, row.stats.latency
+    stats = row.stats
     idle = stats.calls == 0
     failed_style = "bold red" if stats.failed else "dim"
-    values = {
-        "min": latency.min if latency.count else None,
-        "mean": latency.mean,
-        "p50": latency.percentile(0.50),
-        "p95": latency.percentile(0.95),
-        "p99": latency.percentile(0.99),
-        "max": latency.max if latency.count else None,
-    }
+    values = latency_summary(stats.latency)
     return [
         Text(row.name, style="dim" if idle else ""),
         Text(f"{stats.ok:,}", style="dim" if idle else ""),

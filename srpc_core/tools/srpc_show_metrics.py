@@ -92,7 +92,7 @@ def _show(follower: LogFollower, aggregator: MetricsAggregator, args: argparse.N
     try:
         from rich.console import Console
 
-        from srpc_core import dashboard
+        from srpc_core.metrics import dashboard
     except ImportError:
         print(
             "srpc metrics: the dashboard needs rich: pip install 'srpclib[dashboard]' "

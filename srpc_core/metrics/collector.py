@@ -1,0 +1,69 @@
+"""`Collector`: the thread-safe recorder behind a server's metrics observer.
+
+A successful call costs one dict lookup and one list append (no lock); the periodic `snapshot`
+folds those samples into the histograms off the hot path.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+from srpc_core.metrics.stats import UNKNOWN_PROCEDURE, ProcedureStats
+
+
+class Collector:
+    """Thread-safe per-procedure call statistics, cheap to record into.
+
+    `record` is called from every thread serving calls. A successful call of a known procedure
+    only appends its duration to that procedure's pending list: `list.append` is atomic, so no
+    lock is taken. Failures and unknown procedures (rare) take a lock. `snapshot`, called by one
+    background thread, moves the pending durations into the histograms.
+    """
+
+    def __init__(self, procedures: Iterable[str]) -> None:
+        self._lock = threading.Lock()
+        # Built once and never resized, so the hot path may read it without the lock.
+        self._pending: dict[str, list[float]] = {name: [] for name in procedures}
+        self._stats: dict[str, ProcedureStats] = {}
+        self._changed: set[str] = set()
+
+    def record(self, procedure: str, seconds: float, error_type: str | None = None) -> None:
+        """Count one call of `procedure` that took `seconds` and raised `error_type` (or not)."""
+        if error_type is None:
+            pending = self._pending.get(procedure)
+            if pending is not None:
+                pending.append(seconds)
+                return
+        with self._lock:
+            name = procedure if procedure in self._pending else UNKNOWN_PROCEDURE
+            stats = self._stats_of(name)
+            if error_type is None:
+                stats.latency.record(seconds)
+            else:
+                stats.record_error(error_type)
+            self._changed.add(name)
+
+    def snapshot(self, changed_only: bool = False) -> dict[str, ProcedureStats]:
+        """Copies of the cumulative stats of every called procedure.
+
+        With `changed_only`, only those with calls since the previous snapshot.
+        """
+        with self._lock:
+            for name, pending in self._pending.items():
+                # Take exactly the first n samples: appends racing with us land after them.
+                n = len(pending)
+                if n:
+                    batch = pending[:n]
+                    del pending[:n]
+                    self._stats_of(name).latency.record_many(batch)
+                    self._changed.add(name)
+            names = self._changed if changed_only else set(self._stats)
+            self._changed = set()
+            return {name: self._stats[name].copy() for name in names}
+
+    def _stats_of(self, name: str) -> ProcedureStats:
+        stats = self._stats.get(name)
+        if stats is None:
+            stats = self._stats[name] = ProcedureStats()
+        return stats
