@@ -37,14 +37,25 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any, NoReturn
 
 from srpc_core.codec import Codec
-from srpc_core.errors import ConfigError, DecodeError, EncodeError, MissingDependencyError
+from srpc_core.errors import DecodeError, EncodeError, MissingDependencyError
 from srpc_core.hookspecs import RegisterCodec, hookimpl
+from srpc_core.options import Option, PluginOptions
 
 #: The self-describe marker: allowed (with 0, 1, 2 and 3, which cbor2 decodes itself); inert.
 SELF_DESCRIBE_TAG = 55799
 #: Tags cbor2 decodes into Python objects on its own; each is refused explicitly.
 CBOR2_BUILTIN_TAGS = (4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261, 1004)
 DEFAULT_MAX_DEPTH = 256
+#: The ``[srpc.cbor]`` table.
+OPTIONS = {
+    "max_depth": Option(
+        int,
+        default=DEFAULT_MAX_DEPTH,
+        minimum=1,
+        maximum=10_000,
+        help="the deepest nesting of arrays and maps accepted",
+    ),
+}
 #: Types cbor2 would encode natively that srpc does not carry (the peer would refuse them).
 REFUSED_TYPES: tuple[type, ...] = (
     set,
@@ -73,6 +84,7 @@ class CborCodec(Codec):
     value_types = (type(None), bool, int, float, str, bytes, list, dict, datetime.datetime)
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        checked = PluginOptions.wrap(options, self.name).check(OPTIONS)
         super().__init__(options)
         try:
             import cbor2
@@ -84,7 +96,7 @@ class CborCodec(Codec):
             raise MissingDependencyError(
                 "codec 'cbor' needs cbor2 6 or later: pip install --upgrade 'srpclib[cbor]'"
             )
-        self._max_depth = _max_depth(self.options)
+        self._max_depth: int = checked["max_depth"]
         self._cbor2 = cbor2
         self._encoders = self._build_encoders(cbor2)
         self._tag_decoders: dict[int, Callable[[Any, bool], Any]] = {
@@ -140,20 +152,6 @@ def _major_version(distribution: str) -> int:
         return int(version(distribution).split(".")[0])
     except (PackageNotFoundError, ValueError):
         return 0
-
-
-def _max_depth(options: Mapping[str, Any]) -> int:
-    unknown = set(options) - {"max_depth"}
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) {', '.join(sorted(unknown))} in [srpc.cbor]; valid keys: max_depth"
-        )
-    depth = options.get("max_depth", DEFAULT_MAX_DEPTH)
-    if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= 10_000:
-        raise ConfigError(
-            f"[srpc.cbor] max_depth = {depth!r} is invalid: expected an integer from 1 to 10000"
-        )
-    return depth
 
 
 def _refuse(encoder: Any, value: Any) -> NoReturn:

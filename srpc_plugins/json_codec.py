@@ -4,6 +4,8 @@ Carries None, bool, int, float (NaN and infinities too, as Python writes them), 
 dict. Tuples arrive as lists; dict keys that are int, float, bool or None arrive as strings
 (JSON objects only have string keys). Anything else (bytes, set, datetime, custom objects) is
 refused with an `EncodeError` naming its type: use the ``cbor`` codec for bytes and datetimes.
+
+It has no options: a ``[srpc.json]`` table must be empty.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, NoReturn
 from srpc_core.codec import Codec
 from srpc_core.errors import DecodeError, EncodeError
 from srpc_core.hookspecs import RegisterCodec, hookimpl
+from srpc_core.options import PluginOptions
 
 
 class JsonCodec(Codec):
@@ -25,6 +28,7 @@ class JsonCodec(Codec):
     name = "json"
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        PluginOptions.wrap(options, self.name).check({})
         super().__init__(options)
         self._encode = _compact_encoder(self._refuse)
         decoder = json.JSONDecoder()

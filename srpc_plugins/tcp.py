@@ -14,13 +14,24 @@ from __future__ import annotations
 
 import socket
 
-from srpc_core.errors import ConfigError, MismatchError, OversizedFrameError, ServerUnavailableError
+from srpc_core.errors import MismatchError, OversizedFrameError, ServerUnavailableError
 from srpc_core.hookspecs import RegisterTransport, hookimpl
+from srpc_core.options import Option, PluginOptions
 from srpc_core.streams import StreamChannel, StreamListener
 from srpc_core.transport import Channel, Handler, Listener, Transport, TransportSettings
 
 ZMTP_SIGNATURE_FIRST_BYTE = 0xFF  # every ZeroMQ peer opens with it
-OPTIONS = ("backlog", "idle_timeout")
+#: The ``[srpc.tcp]`` table.
+OPTIONS = {
+    "idle_timeout": Option(
+        float,
+        default=300.0,
+        minimum=0,
+        exclusive_minimum=True,
+        help="seconds a server keeps a silent connection open",
+    ),
+    "backlog": Option(int, default=128, minimum=1, maximum=65535, help="the listen backlog"),
+}
 
 
 class TcpTransport(Transport):
@@ -30,14 +41,9 @@ class TcpTransport(Transport):
 
     def __init__(self, settings: TransportSettings) -> None:
         super().__init__(settings)
-        unknown = set(settings.options) - set(OPTIONS)
-        if unknown:
-            raise ConfigError(
-                f"unknown key(s) {', '.join(sorted(unknown))} in [srpc.tcp]; valid keys: "
-                + ", ".join(OPTIONS)
-            )
-        self.idle_timeout = float(settings.options.get("idle_timeout", 300.0))
-        self.backlog = int(settings.options.get("backlog", 128))
+        options = PluginOptions.wrap(settings.options, self.name).check(OPTIONS)
+        self.idle_timeout: float = options["idle_timeout"]
+        self.backlog: int = options["backlog"]
 
     def connect(self, host: str, port: int, timeout: float) -> Channel:
         address = self.url(host, port)

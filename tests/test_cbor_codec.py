@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from abc import ABC, abstractmethod
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -15,7 +16,8 @@ import cbor2
 import pytest
 from support import ServerProcess, child_env, make_project, run_client
 
-from srpc_core import ConfigError, DecodeError, EncodeError
+from srpc_core import Client, ConfigError, DecodeError, EncodeError, load_config
+from srpc_core.plugins import get_plugins
 from srpc_core.protocol import CONTROL_PREFIX
 from srpc_plugins.cbor_codec import CBOR2_BUILTIN_TAGS, CborCodec
 
@@ -95,10 +97,34 @@ def test_an_absurd_declared_length_is_a_decode_error_not_an_allocation() -> None
 
 
 def test_options_are_checked() -> None:
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) colour in \[srpc.cbor\]"):
+    with pytest.raises(ConfigError, match=r"unknown key 'colour' in \[srpc.cbor\].*max_depth"):
         CborCodec({"colour": "blue"})
-    with pytest.raises(ConfigError, match="max_depth = 0 is invalid"):
+    with pytest.raises(ConfigError, match="max_depth = 0 is invalid: expected an integer from 1"):
         CborCodec({"max_depth": 0})
+    with pytest.raises(ConfigError, match="max_depth = true is invalid"):
+        CborCodec({"max_depth": True})
+
+
+def test_a_bad_cbor_table_in_srpc_toml_names_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "srpc.toml"
+    config.write_text('[srpc]\ncodec = "cbor"\n[srpc.cbor]\nmax_depth = "deep"\n')
+    with pytest.raises(ConfigError) as error:
+        Client(EchoInterface, "127.0.0.1", 1, config=config)
+    assert str(error.value).startswith(f"{config}: [srpc.cbor] max_depth = 'deep' is invalid")
+
+
+def test_max_depth_from_srpc_toml_is_used(tmp_path: Path) -> None:
+    config = tmp_path / "srpc.toml"
+    config.write_text('[srpc]\ncodec = "cbor"\n[srpc.cbor]\nmax_depth = 3\n')
+    codec, _ = get_plugins().for_config(load_config(config))
+    assert codec.decode(b"\x81" * 2 + b"\x00") == [[0]]
+    with pytest.raises(DecodeError):
+        codec.decode(b"\x81" * 4 + b"\x00")
+
+
+class EchoInterface(ABC):
+    @abstractmethod
+    def echo(self, value: str) -> str: ...
 
 
 def test_without_cbor2_the_module_imports_and_the_codec_names_the_extra() -> None:

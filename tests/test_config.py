@@ -1,16 +1,24 @@
-"""srpc.toml: lookup order, defaults, precedence and validation."""
+"""srpc.toml: lookup order, defaults, precedence and validation; nothing is silently ignored."""
 
 from __future__ import annotations
 
 import ipaddress
+import subprocess
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from support import PYTHON, calc_project, child_env
 
-from srpc_core.config import Config, load_config, resolve_host
+from srpc_core import Client, Server
+from srpc_core.config import METRICS_OPTIONS, Config, load_config, resolve_host
 from srpc_core.errors import ConfigError
-from srpc_core.plugins import get_plugins
+from srpc_core.options import Option, PluginOptions
+from srpc_core.plugins import Plugins, get_plugins
 from srpc_core.transport import TransportSettings
+from srpc_plugins.tcp import TcpTransport
 
 
 @pytest.fixture(autouse=True)
@@ -147,3 +155,276 @@ def test_a_loaded_config_passes_through() -> None:
 def test_lan_resolves_to_an_address() -> None:
     assert resolve_host("example.internal") == "example.internal"
     ipaddress.ip_address(resolve_host("lan"))  # raises if it is not an IP address
+
+
+# -- nothing in srpc.toml is silently ignored ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[srcp]\nport = 6000\n", r"unknown table \[srcp\] \(did you mean \[srpc\]\?\).*\[srpc\]"),
+        ("[server]\nport = 6000\n", r"unknown table \[server\]; the only valid .* is \[srpc\]"),
+        ("port = 6000\n", r"the key 'port' is outside any table; put it under \[srpc\]"),
+        ("", r"there is no \[srpc\] table"),
+        ("# only a comment\n", r"there is no \[srpc\] table"),
+    ],
+)
+def test_a_file_without_a_srpc_table_is_refused(isolated: Path, text: str, expected: str) -> None:
+    write(isolated / "srpc.toml", text)
+    with pytest.raises(ConfigError, match=rf"^srpc\.toml: {expected}"):
+        load_config()
+
+
+def test_a_misspelt_plugin_table_names_the_valid_tables(isolated: Path) -> None:
+    write(isolated / "srpc.toml", "[srpc]\n[srpc.metrcs]\npath = ''\n")
+    config = load_config()  # only the plugins know which tables exist
+    with pytest.raises(ConfigError) as error:
+        get_plugins().for_config(config)
+    message = str(error.value)
+    assert message.startswith("srpc.toml: unknown table [srpc.metrcs]")
+    assert "(did you mean [srpc.metrics]?)" in message
+    for table in ("auth", "cbor", "json", "metrics", "tcp", "zmq"):
+        assert f"[srpc.{table}]" in message
+
+
+def test_every_registered_name_is_a_valid_table(isolated: Path) -> None:
+    tables = "".join(f"[srpc.{name}]\n" for name in ("tcp", "zmq", "json", "cbor", "metrics"))
+    write(isolated / "srpc.toml", "[srpc]\n" + tables + "[srpc.auth]\n")
+    get_plugins().for_config(load_config())
+
+
+def test_a_table_named_after_a_plugin_is_valid() -> None:
+    plugins = Plugins({"audit": AuditPlugin()})
+    plugins.for_config(Config(tables={"audit": {"level": 1}}))
+    with pytest.raises(ConfigError, match=r"^unknown table \[srpc\.audti\] .*\[srpc\.audit\]"):
+        plugins.for_config(Config(tables={"audti": {"level": 1}}))
+
+
+class AuditPlugin:
+    """A plugin that offers no transport or codec, only its name (and so its table)."""
+
+
+def test_a_setting_written_as_a_table_is_refused(isolated: Path) -> None:
+    write(isolated / "srpc.toml", "[srpc.port]\nvalue = 1\n")
+    with pytest.raises(ConfigError, match=r"^srpc\.toml: \[srpc\] port = .* is invalid"):
+        load_config()
+
+
+# -- [srpc.metrics] ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("flush_interval = -1", r"flush_interval = -1 is invalid: expected a number greater"),
+        ("flush_interval = 0", r"flush_interval = 0 is invalid: expected a number greater"),
+        ("flush_interval = 'often'", r"flush_interval = 'often' is invalid"),
+        ("flush_interval = true", r"flush_interval = true is invalid"),
+        ("path = 5", r"path = 5 is invalid: expected a file path"),
+        ("pth = 'x.log'", r"unknown key 'pth' in \[srpc\.metrics\] \(did you mean 'path'\?\)"),
+    ],
+)
+def test_the_metrics_table_is_checked(isolated: Path, line: str, expected: str) -> None:
+    write(isolated / "srpc.toml", f"[srpc.metrics]\n{line}\n")
+    with pytest.raises(ConfigError, match=rf"^srpc\.toml: (\[srpc\.metrics\] )?{expected}"):
+        load_config()
+
+
+def test_the_metrics_table_values(isolated: Path) -> None:
+    write(isolated / "srpc.toml", "[srpc.metrics]\npath = 'm.log'\nflush_interval = 2\n")
+    config = load_config()
+    assert config.metrics_path == "m.log"
+    assert config.options("metrics").check(METRICS_OPTIONS) == {
+        "path": "m.log",
+        "flush_interval": 2.0,
+    }
+
+
+# -- [srpc.tcp], through real servers and clients ---------------------------------------------
+
+
+class EchoInterface(ABC):
+    @abstractmethod
+    def echo(self, text: str) -> str: ...
+
+
+class Echo(EchoInterface):
+    def echo(self, text: str) -> str:
+        return text
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            "idle_timeout = 'abc'",
+            "idle_timeout = 'abc' is invalid: expected a number greater than 0 (seconds a "
+            "server keeps a silent connection open)",
+        ),
+        ("idle_timeout = -1", "idle_timeout = -1 is invalid: expected a number greater than 0"),
+        ("idle_timeout = 0", "idle_timeout = 0 is invalid: expected a number greater than 0"),
+        ("idle_timeout = true", "idle_timeout = true is invalid"),
+        ("backlog = 1.5", "backlog = 1.5 is invalid: expected an integer from 1 to 65535"),
+        ("backlog = 0", "backlog = 0 is invalid: expected an integer from 1 to 65535"),
+    ],
+)
+def test_a_bad_tcp_option_stops_the_server_naming_the_file(
+    isolated: Path, line: str, expected: str
+) -> None:
+    write(isolated / "srpc.toml", f"[srpc]\nport = 0\n[srpc.tcp]\n{line}\n")
+    with pytest.raises(ConfigError) as error:
+        Server(EchoInterface, Echo())
+    assert str(error.value).startswith(f"srpc.toml: [srpc.tcp] {expected}")
+
+
+def test_a_bad_tcp_option_stops_the_client_too(isolated: Path) -> None:
+    config = write(isolated / "client.toml", "[srpc.tcp]\nidle_timeout = 'abc'\n")
+    with pytest.raises(ConfigError, match=rf"^{config}: \[srpc\.tcp\] idle_timeout = 'abc'"):
+        Client(EchoInterface, config=config)
+
+
+def test_good_tcp_options_reach_the_listener(isolated: Path) -> None:
+    write(
+        isolated / "srpc.toml",
+        "[srpc]\nport = 0\n[srpc.tcp]\nidle_timeout = 7\nbacklog = 16\n[srpc.metrics]\npath = ''\n",
+    )
+    server = Server(EchoInterface, Echo())
+    assert isinstance(server.transport, TcpTransport)
+    assert (server.transport.idle_timeout, server.transport.backlog) == (7.0, 16)
+    assert isinstance(server.transport.idle_timeout, float)
+    thread = threading.Thread(target=server.start, daemon=True)
+    thread.start()
+    try:
+        assert server.wait_until_serving(10)
+        client = Client(EchoInterface, port=server.port)
+        try:
+            assert client.call("echo", ("hi",), {}) == "hi"
+        finally:
+            client.close()
+    finally:
+        server.stop()
+        thread.join(10)
+
+
+def test_a_real_server_process_with_a_bad_option_exits_naming_the_file(tmp_path: Path) -> None:
+    project = calc_project(tmp_path)
+    write(project / "srpc.toml", "[srpc]\nport = 0\n\n[srpc.tcp]\nidle_timeout = 'abc'\n")
+    result = subprocess.run(
+        [
+            PYTHON,
+            "-c",
+            "from srpc_calc_server_stub import SrpcCalcServerStub\nSrpcCalcServerStub().start()\n",
+        ],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(),
+    )
+    assert result.returncode != 0
+    assert "srpc.toml: [srpc.tcp] idle_timeout = 'abc' is invalid" in result.stderr
+    assert "serving" not in result.stdout
+
+
+# -- srpc_core.options: the checker plugin authors use ----------------------------------------
+
+SPEC = {
+    "mode": Option(str, default="bind", choices=("bind", "connect"), help="how to reach peers"),
+    "servers": Option(list[str], help="NATS server URLs"),
+    "ratio": Option(float, default=0.5, minimum=0, maximum=1, exclusive_maximum=True),
+    "retries": Option(int, default=3, minimum=0),
+    "verbose": Option(bool, default=False),
+    "url": Option(
+        str, default="", check=lambda url: url.startswith("nats://"), expected="a nats:// URL"
+    ),
+}
+
+
+def plugin_table(isolated: Path, body: str) -> PluginOptions:
+    write(isolated / "srpc.toml", f"[srpc.demo]\n{body}\n")
+    options = load_config().options("demo")
+    assert (options.table, options.source, options.name) == ("srpc.demo", "srpc.toml", "demo")
+    return options
+
+
+def test_check_fills_in_defaults_and_converts(isolated: Path) -> None:
+    options = plugin_table(isolated, "servers = ['nats://a:4222']\nratio = 0")
+    assert options.check(SPEC) == {
+        "mode": "bind",
+        "servers": ["nats://a:4222"],
+        "ratio": 0.0,
+        "retries": 3,
+        "verbose": False,
+        "url": "",
+    }
+    assert isinstance(options.check(SPEC)["ratio"], float)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            "servers = []\nmode = 'listen'",
+            "mode = 'listen' is invalid: expected one of 'bind', 'connect' (how to reach peers)",
+        ),
+        (
+            "servers = ['a', 2]",
+            "servers = ['a', 2] is invalid: expected a list of strings (NATS server URLs)",
+        ),
+        (
+            "servers = []\nratio = 1",
+            "ratio = 1 is invalid: expected a number of at least 0 and less than 1",
+        ),
+        (
+            "servers = []\nratio = true",
+            "ratio = true is invalid: expected a number of at least 0 and less than 1",
+        ),
+        (
+            "servers = []\nretries = -1",
+            "retries = -1 is invalid: expected an integer of at least 0",
+        ),
+        (
+            "servers = []\nretries = 2.0",
+            "retries = 2.0 is invalid: expected an integer of at least 0",
+        ),
+        ("servers = []\nverbose = 1", "verbose = 1 is invalid: expected true or false"),
+        ("servers = []\nurl = 'http://x'", "url = 'http://x' is invalid: expected a nats:// URL"),
+        ("", "is missing the key 'servers': expected a list of strings (NATS server URLs)"),
+    ],
+)
+def test_check_names_file_table_key_value_and_what_is_valid(
+    isolated: Path, body: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        plugin_table(isolated, body).check(SPEC)
+    assert str(error.value) == f"srpc.toml: [srpc.demo] {expected}"
+
+
+def test_an_unknown_key_names_the_valid_keys(isolated: Path) -> None:
+    with pytest.raises(ConfigError) as error:
+        plugin_table(isolated, "servers = []\nretires = 2").check(SPEC)
+    assert str(error.value) == (
+        "srpc.toml: unknown key 'retires' in [srpc.demo] (did you mean 'retries'?); "
+        "valid keys: mode, ratio, retries, servers, url, verbose"
+    )
+
+
+def test_plugin_options_are_a_read_only_mapping() -> None:
+    options = Config(tables={"demo": {"a": 1}}).options("demo")
+    assert isinstance(options, Mapping)
+    assert options == {"a": 1} and options.get("b", 2) == 2 and list(options) == ["a"]
+    with pytest.raises(TypeError):
+        options["a"] = 2  # type: ignore[index]
+    assert Config().options("tcp") == {}
+
+
+def test_options_given_in_code_name_no_file() -> None:
+    options = PluginOptions.wrap({"retries": "x"}, "demo")
+    assert (options.table, options.source) == ("srpc.demo", "defaults")
+    assert PluginOptions.wrap(options, "other") is options
+    with pytest.raises(ConfigError, match=r"^\[srpc\.demo\] retries = 'x' is invalid"):
+        options.check({"retries": Option(int, default=1)})
+    assert PluginOptions.wrap(None, "demo").check({"retries": Option(int, default=1)}) == {
+        "retries": 1
+    }

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
-from srpc_core.errors import DecodeError, EncodeError
+from srpc_core.config import load_config
+from srpc_core.errors import ConfigError, DecodeError, EncodeError
+from srpc_core.plugins import get_plugins
 from srpc_plugins.json_codec import JsonCodec
 
 codec = JsonCodec()
@@ -45,3 +48,22 @@ def test_circular_values_are_refused() -> None:
 def test_invalid_json_is_a_decode_error(data: bytes) -> None:
     with pytest.raises(DecodeError, match="not valid JSON"):
         codec.decode(data)
+
+
+def test_json_has_no_options() -> None:
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'indent' in \[srpc.json\]; valid keys: none"
+    ):
+        JsonCodec({"indent": 2})
+    assert JsonCodec({}).encode([1]) == b"[1]"
+
+
+def test_a_json_table_in_srpc_toml_is_checked_and_names_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "srpc.toml"
+    config.write_text("[srpc]\n[srpc.json]\nensure_ascii = true\n")
+    with pytest.raises(ConfigError) as error:
+        get_plugins().for_config(load_config(config))
+    assert str(error.value).startswith(f"{config}: unknown key 'ensure_ascii' in [srpc.json]")
+    config.write_text("[srpc]\n[srpc.json]\n")  # an empty table is fine
+    codec, _ = get_plugins().for_config(load_config(config))
+    assert codec.decode(codec.encode([1, "a"])) == [1, "a"]
