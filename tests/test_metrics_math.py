@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
+import srpc_core.metrics
 from srpc_core.metrics import (
     BUCKETS_PER_OCTAVE,
+    LATENCY_FIELDS,
     MAX_BUCKET,
     MAX_ERROR_TYPES,
     OTHER_ERRORS,
@@ -24,6 +26,7 @@ from srpc_core.metrics import (
     bucket_bounds,
     bucket_of,
     bucket_value,
+    latency_summary,
     stats_record,
     stop_record,
     writer_record,
@@ -145,6 +148,32 @@ def test_empty_histogram_has_no_percentiles() -> None:
     assert histogram.percentile(0.5) is None
     assert histogram.mean is None
     assert histogram.to_json() == {"start": 0, "counts": []}
+
+
+def test_latency_summary_is_exact_at_the_ends_and_nearest_rank_between() -> None:
+    histogram = Histogram()
+    for ms in range(1, 1001):
+        histogram.record(ms / 1000)
+    summary = latency_summary(histogram)
+    assert tuple(summary) == LATENCY_FIELDS == ("min", "mean", "p50", "p95", "p99", "max")
+    assert (summary["min"], summary["max"]) == (0.001, 1.0)
+    assert summary["mean"] == pytest.approx(0.5005)
+    for name, fraction in (("p50", 0.50), ("p95", 0.95), ("p99", 0.99)):
+        assert summary[name] == histogram.percentile(fraction)
+
+
+def test_latency_summary_of_no_call_is_all_none() -> None:
+    assert latency_summary(Histogram()) == dict.fromkeys(LATENCY_FIELDS)
+
+
+def test_the_package_exports_what_it_lists() -> None:
+    exported = set(srpc_core.metrics.__all__)
+    assert len(exported) == len(srpc_core.metrics.__all__)
+    assert all(hasattr(srpc_core.metrics, name) for name in exported)
+    public = {name for name in vars(srpc_core.metrics) if not name.startswith("_")}
+    modules = {"collector", "dashboard", "follower", "histogram", "records", "stats", "view"}
+    modules.add("annotations")  # from __future__
+    assert public - modules == exported
 
 
 def test_record_many_equals_recording_one_by_one() -> None:
