@@ -19,6 +19,7 @@ from srpc_core.options import Option, PluginOptions
 from srpc_core.plugins import Plugins, get_plugins
 from srpc_core.transport import TransportSettings
 from srpc_plugins.tcp import TcpTransport
+from srpc_plugins.zmq import ZmqOptions
 
 
 @pytest.fixture(autouse=True)
@@ -428,3 +429,26 @@ def test_options_given_in_code_name_no_file() -> None:
     assert PluginOptions.wrap(None, "demo").check({"retries": Option(int, default=1)}) == {
         "retries": 1
     }
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("workers = 0", "workers = 0 is invalid: expected an integer from 1 to 1024"),
+        ("workers = '4'", "workers = '4' is invalid: expected an integer from 1 to 1024"),
+        ("connect = 'broker:5001'", "connect = 'broker:5001' is invalid: expected the broker's"),
+    ],
+)
+def test_a_bad_zmq_option_names_the_file(isolated: Path, line: str, expected: str) -> None:
+    write(isolated / "srpc.toml", f"[srpc]\ntransport = 'zmq'\n[srpc.zmq]\n{line}\n")
+    with pytest.raises(ConfigError) as error:
+        get_plugins().for_config(load_config())
+    assert str(error.value).startswith(f"srpc.toml: [srpc.zmq] {expected}")
+
+
+def test_zmq_options_are_read(isolated: Path) -> None:
+    write(isolated / "srpc.toml", "[srpc.zmq]\nconnect = 'tcp://127.0.0.1:5001'\nworkers = 4\n")
+    parsed = ZmqOptions.parse(load_config().options("zmq"))
+    assert (parsed.connect, parsed.workers) == ("tcp://127.0.0.1:5001", 4)
+    with pytest.raises(ConfigError, match=r"unknown key 'worker' in \[srpc\.zmq\]"):
+        ZmqOptions.parse({"worker": 4})

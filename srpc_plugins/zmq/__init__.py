@@ -24,13 +24,27 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from srpc_core.errors import ConfigError, MissingDependencyError
+from srpc_core.errors import MissingDependencyError
 from srpc_core.hookspecs import RegisterCommand, RegisterTransport, hookimpl
+from srpc_core.options import Option, PluginOptions
 from srpc_core.signals import stop_on_signals
 from srpc_core.transport import Channel, Handler, Listener, Transport, TransportSettings
 
 INSTALL_HINT = "pip install 'srpclib[zmq]'"
 MAX_WORKERS = 1024
+#: The ``[srpc.zmq]`` table.
+OPTIONS = {
+    "connect": Option(
+        str,
+        default="",
+        check=lambda value: value == "" or "://" in value,
+        expected='the broker\'s back end as a ZeroMQ endpoint such as "tcp://127.0.0.1:5001", '
+        'or "" to bind',
+    ),
+    "workers": Option(
+        int, default=16, minimum=1, maximum=MAX_WORKERS, help="calls a server runs at once"
+    ),
+}
 
 
 def require_pyzmq() -> None:
@@ -51,29 +65,11 @@ class ZmqOptions:
     workers: int = 16
 
     @classmethod
-    def parse(cls, options: Mapping[str, Any]) -> ZmqOptions:
-        """Check `options`; raise `ConfigError` naming ``[srpc.zmq]``, the key and valid values."""
-        unknown = set(options) - {"connect", "workers"}
-        if unknown:
-            raise ConfigError(
-                f"unknown key(s) {', '.join(sorted(unknown))} in [srpc.zmq]; valid keys: "
-                "connect, workers"
-            )
-        connect = options.get("connect", "")
-        if not isinstance(connect, str) or (connect and "://" not in connect):
-            raise ConfigError(
-                f"[srpc.zmq] connect = {connect!r} is invalid: expected the broker's back end "
-                'as a ZeroMQ endpoint such as "tcp://127.0.0.1:5001", or "" to bind'
-            )
-        workers = options.get("workers", 16)
-        if not isinstance(workers, int) or isinstance(workers, bool):
-            workers = -1
-        if not 1 <= workers <= MAX_WORKERS:
-            raise ConfigError(
-                f"[srpc.zmq] workers = {options.get('workers')!r} is invalid: expected an "
-                f"integer from 1 to {MAX_WORKERS}"
-            )
-        return cls(connect, workers)
+    def parse(cls, options: Mapping[str, Any] | None) -> ZmqOptions:
+        """Check `options`; raise `ConfigError` naming the file, ``[srpc.zmq]``, the key and
+        the valid values."""
+        checked = PluginOptions.wrap(options, "zmq").check(OPTIONS)
+        return cls(checked["connect"], checked["workers"])
 
 
 class ZmqTransport(Transport):
