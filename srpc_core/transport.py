@@ -52,7 +52,10 @@ class TransportSettings:
     """What a transport is constructed with.
 
     Attributes:
-        options: the transport's own table in srpc.toml (``[srpc.<name>]``), possibly empty.
+        options: the transport's own table in srpc.toml (``[srpc.<name>]``), possibly empty:
+            a `srpc_core.options.PluginOptions` (a read-only mapping that also knows its table
+            and file) when srpc builds the transport, possibly a plain mapping when code does.
+            Check it with ``PluginOptions.wrap(settings.options, name).check({...})``.
         max_message_bytes: the largest message either side may send; a transport must refuse a
             larger incoming message *before* allocating memory for it.
         timeout: seconds to wait for a connection or a response before giving up.
