@@ -1,40 +1,67 @@
 """The client: turns a procedure call into a request message and its response into a result.
 
-One `Client` keeps a small pool of channels (connections): a thread takes an idle one or opens
-a new one, so a client stub can be shared by many threads and each call still runs on a
-connection of its own. Connections open lazily; each new one starts with the hello handshake.
+`_BaseClient` holds everything that does no I/O (settings, the interface, the session the hello
+issued, drift checks, building requests and reading responses) so that a sync `Client` and an
+async client share it, as httpx's clients share their BaseClient. The message format itself
+lives in `srpc_core.protocol`.
+
+`Client` keeps a small pool of channels (connections): a thread takes an idle one or opens a
+new one, so a client stub can be shared by many threads and each call still runs on a
+connection of its own. Connections open lazily; each new one starts with the hello.
+
+A call runs **at most once**: a request is sent again only when it provably never reached the
+server (the idle connection was found closed before anything was written, or the server refused
+it before dispatching) or when the interface marks the procedure ``@srpc_core.idempotent``.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import os
+import threading
+import time
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 from srpc_core import protocol
 from srpc_core.config import Config, load_config, resolve_host
+from srpc_core.deadline import Deadline
 from srpc_core.errors import (
+    CallTimeoutError,
     ErrorContext,
     FrameTooLargeError,
+    MismatchError,
     ProtocolError,
     TransportError,
     UnknownProcedureError,
 )
-from srpc_core.interface import read_interface
+from srpc_core.interface import Procedure, read_interface
 from srpc_core.plugins import Plugins, get_plugins
-from srpc_core.protocol import STATUS_ERROR, STATUS_OK
-from srpc_core.transport import Channel
+from srpc_core.transport import Channel, Endpoint
+
+#: First pause before an idempotent call is sent again; doubles up to `_MAX_BACKOFF`.
+_FIRST_BACKOFF = 0.05
+_MAX_BACKOFF = 1.0
 
 
-class Client:
-    """Calls the procedures of `interface` on a remote server.
+class _SessionRefused(Exception):
+    """The server did not recognise our session token; nothing was run."""
 
-    Args:
-        interface: the service's ABC (the client never needs the implementation).
-        host, port, timeout: override the srpc.toml settings when not None.
-        config: a srpc.toml path or a `Config`; None follows the normal lookup.
-    """
+
+class _ServerView:
+    """What the latest hello reply told us, shared by a client and its `with_options` views."""
+
+    def __init__(self) -> None:
+        self.session = ""
+        self.procedures: Mapping[str, protocol.ProcedureInfo] = {}
+        self.agreed: frozenset[str] = frozenset()  # procedures whose fingerprints match
+        self.lock = threading.Lock()
+
+
+class _BaseClient:
+    """The I/O-free half of a client, shared by the sync and async clients."""
 
     def __init__(
         self,
@@ -50,39 +77,157 @@ class Client:
         self.service = read_interface(interface)
         self._plugins = plugins or get_plugins()
         self._codec, self._transport = self._plugins.for_config(cfg)
-        self._host = resolve_host(cfg.host)
-        self.address = self._transport.url(self._host, cfg.port)
-        self._idle: deque[Channel] = deque()
+        host = resolve_host(cfg.host)
+        self._endpoint = Endpoint(host, cfg.port, self.service.name, self.service.dotted_name)
+        self.address = self._transport.url(host, cfg.port)
+        self._timeout = cfg.timeout
         self._ids = itertools.count(1)
         self._error_context = ErrorContext(interface)
         self._hello = protocol.hello(cfg.codec, cfg.transport, self.service.name)
+        self._server = _ServerView()
 
-    def call(
-        self, procedure: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
-    ) -> Any:
-        """Call `procedure` remotely and return its result, or raise its exception.
+    @property
+    def timeout(self) -> float:
+        """Seconds a call may take in total (connect, send and wait)."""
+        return self._timeout
 
-        Arguments that do not fit the interface's signature raise `TypeError` before anything
-        is sent.
-        """
-        kwargs = kwargs or {}
+    def _procedure(
+        self, procedure: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Procedure:
+        """The procedure called, its arguments checked against the interface's signature."""
         spec = self.service.procedures.get(procedure)
         if spec is None:
             raise UnknownProcedureError(f"{self.service.name} declares no procedure {procedure!r}")
         spec.check_arguments(args, kwargs)
-        call_id = next(self._ids)
-        message = self._codec.encode([call_id, procedure, list(args), kwargs])
+        return spec
+
+    def _accept_hello(self, reply: bytes) -> None:
+        """Read the server's hello reply and remember the session and procedures it gives."""
+        hello = protocol.parse_hello_reply(reply, self.address)
+        agreed = frozenset(
+            name
+            for name, spec in self.service.procedures.items()
+            if name in hello.procedures and hello.procedures[name].fingerprint == spec.fingerprint
+        )
+        with self._server.lock:
+            self._server.session = hello.session
+            self._server.procedures = hello.procedures
+            self._server.agreed = agreed
+
+    def _check_drift(self, spec: Procedure) -> None:
+        """Raise `MismatchError` if the server's signature of `spec` differs from ours."""
+        if spec.name in self._server.agreed:
+            return
+        theirs = self._server.procedures.get(spec.name)
+        if theirs is None:
+            return  # the server may not serve it: it answers UnknownProcedureError itself
+        raise MismatchError(
+            f"the interface changed: this client calls {spec.signature_text} but the server at "
+            f"{self.address} serves {theirs.signature}; regenerate the client stub from the "
+            "server's interface"
+        )
+
+    def _encode(
+        self,
+        call_id: int,
+        spec: Procedure,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        metadata: Mapping[str, Any] | None,
+    ) -> bytes:
+        message = protocol.encode_request(
+            self._codec, call_id, self._server.session, spec.name, args, kwargs, metadata
+        )
         if len(message) > self.config.max_message_bytes:
             raise FrameTooLargeError(
-                f"the request to {procedure}() is {len(message)} bytes, more than "
+                f"the request to {spec.name}() is {len(message)} bytes, more than "
                 f"max_message_bytes ({self.config.max_message_bytes})"
             )
-        return self._read_response(self._exchange(message), call_id)
+        return message
+
+    def _result(self, reply: bytes, call_id: int) -> Any:
+        """The call's result from its response; raises the remote exception or a protocol error."""
+        if protocol.is_control(reply):
+            if protocol.parse_control_error(reply).code == protocol.Code.SESSION:
+                raise _SessionRefused
+            protocol.raise_control_error(reply, self.address)
+        response = protocol.decode_response(self._codec, reply, call_id, self.address)
+        if response.ok:
+            return response.value
+        raise self._plugins.error_from_wire(response.value, self._error_context)
+
+    def _outcome_unknown(self, spec: Procedure, exc: TransportError) -> TransportError:
+        return TransportError(
+            f"the connection to {self.address} broke after the request to {spec.name}() was "
+            f"sent, so whether the server ran it is unknown ({exc}). srpc runs a call at most "
+            "once and did not send it again; mark the procedure @srpc_core.idempotent in the "
+            "interface if running it twice is harmless"
+        )
+
+
+class Client(_BaseClient):
+    """Calls the procedures of `interface` on a remote server.
+
+    Args:
+        interface: the service's ABC (the client never needs the implementation).
+        host, port, timeout: override the srpc.toml settings when not None.
+        config: a srpc.toml path or a `Config`; None follows the normal lookup.
+        plugins: the plugins to use (default: this process's).
+    """
+
+    def __init__(
+        self,
+        interface: type,
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        config: str | os.PathLike[str] | Config | None = None,
+        timeout: float | None = None,
+        plugins: Plugins | None = None,
+    ) -> None:
+        super().__init__(interface, host, port, config=config, timeout=timeout, plugins=plugins)
+        self._idle: deque[Channel] = deque()
+
+    def call(
+        self,
+        procedure: str,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Call `procedure` remotely and return its result, or raise its exception.
+
+        Arguments that do not fit the interface's signature raise `TypeError` before anything
+        is sent. The whole call (connecting, the hello, sending, waiting) takes at most
+        `timeout` seconds, then raises `CallTimeoutError`. `metadata` entries travel with the
+        request (docs/protocol.md).
+        """
+        kwargs = kwargs or {}
+        spec = self._procedure(procedure, args, kwargs)
+        deadline = Deadline(self._timeout, f"the call to {procedure}() at {self.address}")
+        try:
+            return self._call(spec, args, kwargs, metadata, deadline)
+        except _SessionRefused:
+            # The server refused our session before running anything (it restarted with other
+            # settings, say): a fresh hello and one more try are safe.
+            self.close()
+            return self._call(spec, args, kwargs, metadata, deadline)
+
+    def with_options(self, *, timeout: float | None = None) -> Client:
+        """A view of this client with other per-call options; it shares the connections."""
+        view = copy.copy(self)
+        if timeout is not None:
+            view._timeout = load_config(self.config, timeout=timeout).timeout
+        return view
 
     def close(self) -> None:
-        """Close every connection. Calls made afterwards open new ones."""
+        """Close every idle connection. Calls made afterwards open new ones."""
         while self._idle:
-            self._idle.pop().close()
+            try:
+                self._idle.pop().close()
+            except IndexError:  # another thread took it
+                break
 
     def __enter__(self) -> Client:
         return self
@@ -90,55 +235,71 @@ class Client:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _exchange(self, message: bytes) -> bytes:
-        try:
-            channel, reused = self._idle.pop(), True
-        except IndexError:
-            channel, reused = self._open(), False
-        try:
-            reply = channel.request(message, self.config.timeout)
-        except TransportError:
-            channel.close()
-            if not reused:
-                raise
-            # The server closed this idle connection (it restarted, or timed the connection
-            # out) before reading the request: retry once on a fresh connection.
-            channel = self._open()
+    def _call(
+        self,
+        spec: Procedure,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        metadata: Mapping[str, Any] | None,
+        deadline: Deadline,
+    ) -> Any:
+        backoff = _FIRST_BACKOFF
+        while True:
+            channel = self._acquire(deadline)
             try:
-                reply = channel.request(message, self.config.timeout)
-            except BaseException:
+                self._check_drift(spec)
+                call_id = next(self._ids)
+                message = self._encode(call_id, spec, args, kwargs, metadata)
+                reply = channel.request(message, self._budget(deadline))
+            except CallTimeoutError:
                 channel.close()
+                raise CallTimeoutError(
+                    f"no reply from {self.address} to {spec.name}() within {self._timeout} s"
+                ) from None
+            except TransportError as exc:
+                channel.close()
+                if not spec.idempotent:
+                    raise self._outcome_unknown(spec, exc) from None
+                time.sleep(min(backoff, deadline.left()))
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+                continue
+            except BaseException:
+                channel.close()  # its state is unknown (a timeout, an oversized reply...)
                 raise
-        except BaseException:
-            channel.close()
-            raise
-        self._idle.append(channel)
-        return reply
+            try:
+                result = self._result(reply, call_id)
+            except (ProtocolError, _SessionRefused):
+                channel.close()  # a confused peer: never reuse the channel
+                raise
+            self._idle.append(channel)
+            return result
 
-    def _open(self) -> Channel:
-        channel = self._transport.connect(self._host, self.config.port, self.config.timeout)
+    def _budget(self, deadline: Deadline) -> float:
+        """The timeout for the channel: what is left of the deadline, rounded up to the whole
+        timeout when less than a millisecond of it is gone (transports reset socket timeouts
+        only when the value changes, and that costs system calls on every call)."""
+        remaining = deadline.remaining()
+        return self._timeout if self._timeout - remaining < 0.001 else remaining
+
+    def _acquire(self, deadline: Deadline) -> Channel:
+        """An idle channel the server has not closed, or a new one (hello done)."""
+        while True:
+            try:
+                channel = self._idle.pop()
+            except IndexError:
+                return self._open(deadline)
+            if channel.usable():
+                return channel
+            channel.close()  # closed by the server while idle: nothing was sent on it
+
+    def _open(self, deadline: Deadline) -> Channel:
+        channel = self._transport.open_channel(self._endpoint, deadline.remaining())
         try:
-            reply = channel.request(self._hello, self.config.timeout)
-            protocol.check_hello_reply(reply, self.address)
+            self._accept_hello(channel.request(self._hello, deadline.remaining()))
         except BaseException:
             channel.close()
             raise
         return channel
 
-    def _read_response(self, reply: bytes, call_id: int) -> Any:
-        if protocol.is_control(reply):
-            protocol.raise_control_error(reply, self.address)
-        response = self._codec.decode(reply)
-        if type(response) is not list or len(response) != 3 or response[0] != call_id:
-            raise ProtocolError(
-                f"the server at {self.address} sent a malformed response (expected "
-                f"[{call_id}, status, value])"
-            )
-        status = response[1]
-        if status == STATUS_OK:
-            return response[2]
-        if status == STATUS_ERROR and isinstance(response[2], dict):
-            raise self._plugins.manager.hook.srpc_error_from_wire(
-                error=response[2], context=self._error_context
-            )
-        raise ProtocolError(f"the server at {self.address} sent an unknown status {status!r}")
+
+__all__ = ["Client"]

@@ -1,6 +1,7 @@
 """The dispatcher: one request message in, one response message out.
 
-It is the server's half of the one road every call takes: decode the request with the codec,
+It is the server's half of the one road every call takes: read the message with the protocol
+layer, answer a hello by opening a session, refuse a request whose session it cannot verify,
 look the procedure up in the table built from the interface (the allow-list), check the
 arguments, call the implementation, and encode the result or the error. It never raises for bad
 input: whatever a client sends, the client gets an answer and the server goes on serving.
@@ -15,17 +16,28 @@ from typing import Any
 
 from srpc_core import protocol
 from srpc_core.codec import Codec
-from srpc_core.errors import DecodeError, EncodeError, ErrorContext, UnknownProcedureError
+from srpc_core.errors import EncodeError, ErrorContext, ProtocolError, UnknownProcedureError
 from srpc_core.interface import Procedure, Service
 from srpc_core.observer import CallObserver
-from srpc_core.protocol import STATUS_ERROR, STATUS_OK, WireError
+from srpc_core.protocol import Code, WireError
+from srpc_core.session import SessionKeeper, default_session_key
 
 log = logging.getLogger("srpc")
 ErrorToWire = Callable[[BaseException, ErrorContext], WireError]
 
 
 class Dispatcher:
-    """Serves the calls of one service. Thread-safe: transports call `handle` from many threads."""
+    """Serves the calls of one service. Thread-safe: transports call `handle` from many threads.
+
+    Args:
+        service: the interface, read.
+        implementation: the object whose methods run the calls.
+        codec: the codec call messages are encoded with.
+        transport_name: the transport's name, checked in the hello.
+        error_to_wire: describes a raised exception for the error response.
+        send_tracebacks: whether error responses may carry the server's traceback.
+        sessions: the session keeper (default: one keyed by the service's settings).
+    """
 
     def __init__(
         self,
@@ -35,6 +47,7 @@ class Dispatcher:
         transport_name: str,
         error_to_wire: ErrorToWire,
         send_tracebacks: bool = False,
+        sessions: SessionKeeper | None = None,
     ) -> None:
         self.service = service
         self.codec = codec
@@ -43,10 +56,15 @@ class Dispatcher:
             name: (getattr(implementation, name), procedure)
             for name, procedure in service.procedures.items()
         }
+        self.sessions = sessions or SessionKeeper(default_session_key(service.name, codec.name))
         self._error_to_wire = error_to_wire
         self._error_context = ErrorContext(service.interface, send_tracebacks)
         self._observers: list[CallObserver] = []
         self._start_observers: list[CallObserver] = []
+        self._procedure_infos = {
+            name: protocol.ProcedureInfo(p.fingerprint, p.signature_text)
+            for name, p in service.procedures.items()
+        }
 
     def set_observers(self, observers: list[CallObserver]) -> None:
         """Install the call observers (before serving starts)."""
@@ -56,22 +74,31 @@ class Dispatcher:
         ]
 
     def handle(self, message: bytes) -> bytes:
-        """Answer one request message (a `transport.Handler`)."""
+        """Answer one message (a `transport.Handler`)."""
         if protocol.is_control(message):
             return self._handle_control(message)
+        request = protocol.decode_request(self.codec, message)
+        if type(request) is bytes:
+            return request  # a control error about the message itself
+        assert isinstance(request, protocol.Request)
+        session = self.sessions.find(request.session)
+        if session is None:
+            return protocol.control_error(
+                f"no session: the request to {request.procedure!r} does not carry a session "
+                f"token this {self.service.name} server issued; send the srpc hello first "
+                "(nothing was run)",
+                Code.SESSION,
+                request.call_id,
+            )
+        timeout = protocol.remaining_timeout(request.metadata)
+        if timeout is not None and timeout <= 0:
+            return self._answer_expired(request)
+        session.in_flight += 1  # a race-tolerant gauge: observers, not limits, read it today
         try:
-            request = self.codec.decode(message)
-        except DecodeError as exc:
-            return protocol.control_error(
-                f"could not decode the request with codec {self.codec.name!r}: {exc}"
-            )
-        if not _is_request(request):
-            return protocol.control_error(
-                "malformed request: expected [id, procedure, args, kwargs] with an integer id, "
-                "a procedure name, a list of arguments and a map of keyword arguments"
-            )
-        call_id, name, args, kwargs = request
-        return self._call(call_id, name, args, kwargs)
+            return self._call(request.call_id, request.procedure, request.args, request.kwargs)
+        finally:
+            session.in_flight -= 1
+            session.calls += 1
 
     def _call(self, call_id: int, name: str, args: list[Any], kwargs: dict[str, Any]) -> bytes:
         for observer in self._start_observers:
@@ -89,7 +116,11 @@ class Dispatcher:
             error = exc
             response = self._error_response(call_id, exc)
         else:
-            response = self._result_response(call_id, name, result)
+            try:
+                response = protocol.encode_result(self.codec, call_id, result)
+            except EncodeError as exc:  # a failure, and counted as one
+                error = EncodeError(f"the result of {name}() cannot be sent: {exc}")
+                response = self._error_response(call_id, error)
         seconds = perf_counter() - started
         for observer in self._observers:
             try:
@@ -98,44 +129,42 @@ class Dispatcher:
                 log.exception("srpc call observer %r failed", observer)
         return response
 
-    def _result_response(self, call_id: int, name: str, result: Any) -> bytes:
-        try:
-            return self.codec.encode([call_id, STATUS_OK, result])
-        except EncodeError as exc:
-            error = EncodeError(f"the result of {name}() cannot be sent: {exc}")
-            return self._error_response(call_id, error)
+    def _answer_expired(self, request: protocol.Request) -> bytes:
+        return self._error_response(request.call_id, protocol.expired_error(request.procedure))
 
     def _error_response(self, call_id: int, error: BaseException) -> bytes:
-        wire = self._error_to_wire(error, self._error_context)
-        try:
-            return self.codec.encode([call_id, STATUS_ERROR, wire])
-        except EncodeError:  # the exception's args are not encodable: keep the message only
-            wire = {**wire, "args": [wire["message"]]}
-            return self.codec.encode([call_id, STATUS_ERROR, wire])
+        return protocol.encode_error(
+            self.codec, call_id, self._error_to_wire(error, self._error_context)
+        )
 
     def _handle_control(self, message: bytes) -> bytes:
         try:
             fields = protocol.decode_control(message)
-        except Exception as exc:
+        except ProtocolError as exc:
             return protocol.control_error(str(exc))
-        if not fields.get("hello"):
-            return protocol.control_error("unknown control message: expected a hello")
-        return protocol.answer_hello(
-            fields, self.codec.name, self.transport_name, self.service.name
+        if fields.get("hello") is True:
+            return self._answer_hello(protocol.parse_hello(fields))
+        if "cancel" in fields:
+            # Calls on a request/reply handler run to their end: nothing is left to cancel.
+            call_id = fields["cancel"]
+            return protocol.cancel_ack(call_id if type(call_id) is int else -1, False)
+        return protocol.control_error(
+            "unknown control message: expected a hello or a cancel", Code.MALFORMED
         )
+
+    def _answer_hello(self, hello: protocol.Hello) -> bytes:
+        codec, transport, service = self.codec.name, self.transport_name, self.service.name
+        code, problems = protocol.hello_problems(hello, codec, transport, service)
+        if code:
+            return protocol.hello_refusal(code, problems, codec, transport, service)
+        session = self.sessions.open()
+        return protocol.HelloReply(
+            codec, transport, service, session.token, self._procedure_infos
+        ).encode()
 
     def _unknown_message(self, name: object) -> str:
         known = ", ".join(self.table)
         return f"{self.service.name} has no procedure {name!r}; it serves: {known}"
 
 
-def _is_request(request: Any) -> bool:
-    return (
-        type(request) is list
-        and len(request) == 4
-        and type(request[0]) is int
-        and type(request[1]) is str
-        and type(request[2]) is list
-        and type(request[3]) is dict
-        and (not request[3] or all(type(key) is str for key in request[3]))
-    )
+__all__ = ["Dispatcher", "ErrorToWire"]

@@ -7,15 +7,32 @@ and concrete helper methods, are never procedures.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import typing
 from abc import ABCMeta
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FunctionType
-from typing import Any
+from typing import Any, TypeVar
 
 from srpc_core.errors import InterfaceError
 
 _SIMPLE_KINDS = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+_IDEMPOTENT_MARK = "__srpc_idempotent__"
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def idempotent(method: _F) -> _F:
+    """Mark an interface method as safe to run more than once.
+
+    srpc runs a call at most once: when a connection breaks after the request was sent, the
+    caller gets a `TransportError` saying the outcome is unknown. For a procedure marked
+    ``@srpc_core.idempotent`` (above or below ``@abstractmethod``), the client sends it again
+    instead, with backoff, until the call's deadline.
+    """
+    setattr(method, _IDEMPOTENT_MARK, True)
+    return method
 
 
 @dataclass(frozen=True)
@@ -29,6 +46,9 @@ class Procedure:
         min_positional, max_positional, simple: the argument check's fast path: a call with
             only positional arguments to a `simple` signature (no ``*``, ``**`` or keyword-only
             parameters) fits when it has between `min_positional` and `max_positional` of them.
+        idempotent: whether the interface marks it ``@srpc_core.idempotent``.
+        fingerprint: a digest of the name, parameters (names, kinds, defaults, annotations)
+            and return annotation; client and server compare them to detect interface drift.
     """
 
     name: str
@@ -37,6 +57,13 @@ class Procedure:
     min_positional: int
     max_positional: int
     simple: bool
+    idempotent: bool = False
+    fingerprint: str = ""
+
+    @property
+    def signature_text(self) -> str:
+        """The procedure as written, e.g. ``add(a: float, b: float) -> float``."""
+        return f"{self.name}{_canonical_signature(self.signature)}"
 
     def check_arguments(self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> None:
         """Raise `TypeError` if `args` and `kwargs` do not fit the signature."""
@@ -132,6 +159,8 @@ def _read_procedure(interface: type, name: str) -> Procedure:
         name=name,
         signature=signature.replace(parameters=parameters),
         doc=inspect.getdoc(function),
+        idempotent=bool(getattr(function, _IDEMPOTENT_MARK, False)),
+        fingerprint=_fingerprint(name, signature.replace(parameters=parameters), function),
         min_positional=required,
         max_positional=len(parameters),
         simple=simple,
@@ -154,3 +183,28 @@ def _plain_method(interface: type, name: str) -> Any:
             "declare it with def, not async def"
         )
     return static
+
+
+def _fingerprint(name: str, signature: inspect.Signature, function: Any) -> str:
+    """A digest of everything about a procedure that client and server must agree on."""
+    text = f"{name}{_canonical_signature(signature, function)}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _canonical_signature(signature: inspect.Signature, function: Any = None) -> str:
+    """The signature with annotations resolved where possible, so that an interface written
+    with ``from __future__ import annotations`` and one without give the same text."""
+    hints = _type_hints(function) if function is not None else {}
+    parameters = [
+        p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values()
+    ]
+    return_annotation = hints.get("return", signature.return_annotation)
+    resolved = signature.replace(parameters=parameters, return_annotation=return_annotation)
+    return str(resolved)
+
+
+def _type_hints(function: Any) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(function)
+    except Exception:  # an annotation that does not resolve here: keep it as written
+        return {}

@@ -20,8 +20,9 @@ import pluggy
 from srpc_core import hookspecs
 from srpc_core.codec import Codec
 from srpc_core.config import Config
-from srpc_core.errors import ConfigError, PluginConflictError, PluginError
+from srpc_core.errors import ConfigError, ErrorContext, PluginConflictError, PluginError
 from srpc_core.observer import CallObserver, ServerInfo
+from srpc_core.protocol import WireError
 from srpc_core.transport import Transport, TransportSettings
 
 ENTRY_POINT_GROUP = "srpc"
@@ -175,6 +176,16 @@ class Plugins:
             config.options(config.transport), config.max_message_bytes, config.timeout
         )
         return codec, self.transport(config.transport, settings, config.source)
+
+    def error_to_wire(self, error: BaseException, context: ErrorContext) -> WireError:
+        """Describe an exception for an error response (the `srpc_error_to_wire` hook)."""
+        wire: WireError = self.manager.hook.srpc_error_to_wire(error=error, context=context)
+        return wire
+
+    def error_from_wire(self, error: WireError, context: ErrorContext) -> BaseException:
+        """The exception an error response stands for (the `srpc_error_from_wire` hook)."""
+        exc: BaseException = self.manager.hook.srpc_error_from_wire(error=error, context=context)
+        return exc
 
     def call_observers(self, server: ServerInfo) -> list[CallObserver]:
         """Ask every plugin for the observers of a starting server."""

@@ -16,12 +16,11 @@ from typing import Any
 
 from srpc_core.config import Config, load_config, resolve_host
 from srpc_core.dispatcher import Dispatcher
-from srpc_core.errors import ErrorContext, SrpcError
+from srpc_core.errors import SrpcError
 from srpc_core.interface import read_interface
 from srpc_core.observer import CallObserver, ServerInfo
 from srpc_core.plugins import Plugins, get_plugins
-from srpc_core.protocol import WireError
-from srpc_core.transport import Listener
+from srpc_core.transport import Endpoint, Listener
 
 
 class Server:
@@ -56,7 +55,7 @@ class Server:
             implementation,
             codec,
             cfg.transport,
-            self._error_to_wire,
+            self._plugins.error_to_wire,
             cfg.send_tracebacks,
         )
         self._listener: Listener | None = None
@@ -121,7 +120,8 @@ class Server:
     def _bind(self) -> Listener:
         host = resolve_host(self.config.host)
         try:
-            listener = self.transport.listen(host, self.config.port, self.dispatcher.handle)
+            endpoint = Endpoint(host, self.config.port, self.service.name, self.service.dotted_name)
+            listener = self.transport.bind(endpoint, self.dispatcher.handle)
         except OSError as exc:
             if exc.errno in (98, 48, 10048):  # EADDRINUSE on Linux, macOS, Windows
                 raise OSError(
@@ -143,12 +143,6 @@ class Server:
             pid=os.getpid(),
             config=self.config,
         )
-
-    def _error_to_wire(self, error: BaseException, context: ErrorContext) -> WireError:
-        wire: WireError = self._plugins.manager.hook.srpc_error_to_wire(
-            error=error, context=context
-        )
-        return wire
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         def handle(signum: int, frame: FrameType | None) -> None:

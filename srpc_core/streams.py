@@ -17,6 +17,7 @@ srpc's ``tcp`` transport is built from them; so is the example plugin's ``uds`` 
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import struct
 import sys
@@ -153,6 +154,10 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
     return bytes(buffer)
 
 
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", None)
+_PEEK_FLAGS = None if _DONTWAIT is None else socket.MSG_PEEK | _DONTWAIT
+
+
 class StreamChannel(Channel):
     """A client channel over one connected stream socket.
 
@@ -194,6 +199,19 @@ class StreamChannel(Channel):
             raise TransportError(f"the server at {self.address} closed the connection")
         self.answered = True
         return reply
+
+    def usable(self) -> bool:
+        """False if the server closed the connection (or sent something unasked) while it was
+        idle: then the client opens a new one before sending anything."""
+        try:
+            if _PEEK_FLAGS is None:  # no MSG_DONTWAIT (Windows): ask select
+                return not select.select([self.sock], [], [], 0)[0]
+            self.sock.recv(1, _PEEK_FLAGS)
+        except BlockingIOError:
+            return True  # nothing waiting: the connection is open and in step
+        except OSError:
+            return False
+        return False  # end of file, or bytes nobody asked for
 
     def oversized_reply(self, exc: OversizedFrameError) -> Exception:
         """The error for a reply longer than `max_bytes` (transports may recognise more)."""

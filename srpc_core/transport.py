@@ -39,10 +39,13 @@ def answer(handler: Handler, message: bytes, max_bytes: int) -> bytes:
         reply = handler(message)
     except Exception as exc:
         log.exception("srpc: the request handler failed")
-        return protocol.control_error(f"internal server error: {type(exc).__name__}")
+        return protocol.control_error(
+            f"internal server error: {type(exc).__name__}", protocol.Code.INTERNAL
+        )
     if len(reply) > max_bytes:
         return protocol.control_error(
-            f"the response is {len(reply)} bytes, more than max_message_bytes ({max_bytes})"
+            f"the response is {len(reply)} bytes, more than max_message_bytes ({max_bytes})",
+            protocol.Code.TOO_LARGE,
         )
     return reply
 
@@ -66,6 +69,23 @@ class TransportSettings:
     timeout: float = 30.0
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a client connects or a server listens, and which service it carries there.
+
+    Attributes:
+        host, port: from srpc.toml or the stub's arguments (transports that route by name,
+            such as NATS, may ignore them).
+        service: the interface's name, e.g. ``CalcInterface``.
+        dotted_service: its full name, e.g. ``calc.calc_interface.CalcInterface``.
+    """
+
+    host: str
+    port: int
+    service: str = ""
+    dotted_service: str = ""
+
+
 class Channel(ABC):
     """A client's connection to one server. Used by one thread at a time."""
 
@@ -81,6 +101,17 @@ class Channel(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release the connection. Must be idempotent."""
+
+    def usable(self) -> bool:
+        """Cheaply check, before an idle channel is reused, that the peer has not closed it.
+
+        srpc runs a call at most once: if a request may have reached the server before the
+        connection broke, the caller gets an error, not a second run. A channel found unusable
+        here is closed and replaced *before* anything is sent, so a server restart between
+        calls costs nothing. The default (True) means "cannot tell"; stream transports look
+        for an end-of-file waiting on the socket.
+        """
+        return True
 
 
 class Listener(ABC):
@@ -125,6 +156,21 @@ class Transport(ABC):
 
         Raise `OSError` with a clear message if the address is taken.
         """
+
+    def open_channel(self, endpoint: Endpoint, timeout: float) -> Channel:
+        """Open a channel to the server of `endpoint.service` within `timeout` seconds.
+
+        The client calls this; the default calls `connect` (the v0.1 method). Transports that
+        route by service (a subject, a path) override this instead of `connect`.
+        """
+        return self.connect(endpoint.host, endpoint.port, timeout)
+
+    def bind(self, endpoint: Endpoint, handler: Handler) -> Listener:
+        """Bind a listener that serves `endpoint.service` with `handler`.
+
+        The server calls this; the default calls `listen` (the v0.1 method).
+        """
+        return self.listen(endpoint.host, endpoint.port, handler)
 
     def url(self, host: str, port: int) -> str:
         """The address as a URL for messages, e.g. ``tcp://127.0.0.1:5000``."""

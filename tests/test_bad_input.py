@@ -40,7 +40,7 @@ def control(payload: bytes | None) -> dict[str, object]:
     return fields
 
 
-def hello(codec: str = "json", version: int = 1, service: str = "CalcInterface") -> bytes:
+def hello(codec: str = "json", version: int = 2, service: str = "CalcInterface") -> bytes:
     return (
         CONTROL
         + json.dumps(
@@ -49,11 +49,26 @@ def hello(codec: str = "json", version: int = 1, service: str = "CalcInterface")
     )
 
 
-def call(sock: socket.socket, request: object) -> list[object]:
+def open_session(sock: socket.socket, **hello_fields: object) -> str:
+    """Say hello on `sock`; return the session token the server issued."""
+    sock.sendall(frame(hello(**hello_fields)))  # type: ignore[arg-type]
+    reply = control(read_frame(sock))
+    assert reply["ok"] is True, reply
+    assert isinstance(reply["session"], str)
+    return reply["session"]
+
+
+def send(sock: socket.socket, request: object) -> bytes:
     sock.sendall(frame(json.dumps(request).encode()))
     reply = read_frame(sock)
     assert reply is not None
-    response = json.loads(reply)
+    return reply
+
+
+def call(sock: socket.socket, request: list[object]) -> list[object]:
+    """Send `request` ([id, procedure, args, kwargs]) in a fresh session; return the response."""
+    session = open_session(sock)
+    response = json.loads(send(sock, [request[0], session, *request[1:]]))
     assert isinstance(response, list)
     return response
 
@@ -82,11 +97,18 @@ def test_garbage_bytes_get_an_error_and_the_server_survives(calc_server: ServerP
 
 def test_malformed_request_shape_is_explained(calc_server: ServerProcess) -> None:
     with connect(calc_server) as sock:
-        for bad in ({"method": "add"}, [1, "add"], ["x", "add", [], {}], [1, "add", 5, {}]):
-            sock.sendall(frame(json.dumps(bad).encode()))
-            assert "expected [id, procedure, args, kwargs]" in str(
-                control(read_frame(sock))["error"]
-            )
+        session = open_session(sock)
+        for bad in (
+            {"method": "add"},
+            [1, "add"],
+            ["x", session, "add", [], {}],
+            [1, session, "add", 5, {}],
+            [1, session, "add", [], {}, "not a map"],
+            [1, session, "add", [], []],
+        ):
+            error = control(send(sock, bad))
+            assert "expected [id, session, procedure, args, kwargs]" in str(error["error"])
+            assert error["code"] == "malformed"
     assert_still_serving(calc_server)
 
 
@@ -147,7 +169,57 @@ def test_protocol_version_mismatch_names_both_sides(calc_server: ServerProcess) 
     with connect(calc_server) as sock:
         sock.sendall(frame(hello(version=99)))
         reply = control(read_frame(sock))
-    assert "client speaks 99, server speaks 1" in str(reply["error"])
+    assert "client speaks 99, server speaks 2" in str(reply["error"])
+    assert reply["code"] == "version"
+
+
+def test_a_version_1_request_gets_a_version_error(calc_server: ServerProcess) -> None:
+    with connect(calc_server) as sock:
+        error = control(send(sock, [1, "add", [1, 2], {}]))
+    assert error["code"] == "version" and "protocol version 1" in str(error["error"])
+    assert_still_serving(calc_server)
+
+
+def test_nothing_runs_without_a_hello(calc_server: ServerProcess) -> None:
+    with connect(calc_server) as sock:
+        for token in ("", "forged.token", "x." + "0" * 32, "é." + "é" * 32):
+            error = control(send(sock, [1, token, "add", [1, 2], {}]))
+            assert error["code"] == "session" and "send the srpc hello first" in str(error["error"])
+            assert error["id"] == 1
+
+
+def test_nothing_runs_after_a_refused_hello(calc_server: ServerProcess) -> None:
+    with connect(calc_server) as sock:
+        sock.sendall(frame(hello(codec="cbor")))
+        refusal = control(read_frame(sock))
+        assert refusal["ok"] is False and "session" not in refusal
+        error = control(send(sock, [1, "", "add", [1, 2], {}]))
+    assert error["code"] == "session"
+
+
+def test_a_token_from_another_service_is_refused(calc_server: ServerProcess) -> None:
+    from srpc_core.session import SessionKeeper, default_session_key
+
+    other = SessionKeeper(default_session_key("BankInterface", "json")).open().token
+    with connect(calc_server) as sock:
+        error = control(send(sock, [1, other, "add", [1, 2], {}]))
+    assert error["code"] == "session"
+
+
+def test_a_token_works_on_any_connection_and_server_of_the_service(
+    calc_server: ServerProcess,
+) -> None:
+    with connect(calc_server) as first:
+        session = open_session(first)
+    with connect(calc_server) as second:  # no hello on this connection: the token suffices
+        assert json.loads(send(second, [5, session, "add", [1, 2], {}])) == [5, 0, 3]
+
+
+def test_a_call_whose_deadline_passed_is_not_started(calc_server: ServerProcess) -> None:
+    with connect(calc_server) as sock:
+        session = open_session(sock)
+        response = json.loads(send(sock, [3, session, "add", [1, 2], {}, {"timeout": 0}]))
+    assert response[:2] == [3, 1] and response[2]["type"] == "CallTimeoutError"
 
 
 def test_wrong_service_is_refused_at_hello(calc_server: ServerProcess) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import srpc_core
-from srpc_core.protocol import CONTROL_PREFIX
+from srpc_core.protocol import HelloReply
 
 
 class DeclaredError(Exception):
@@ -54,7 +54,7 @@ def remote_raises() -> Iterator[Raise]:
         conn, _ = listener.accept()
         with conn, conn.makefile("rb") as reader:
             _read_frame(reader)  # the hello
-            _send_frame(conn, CONTROL_PREFIX + b'{"v":1,"ok":true,"codec":"json"}')
+            _send_frame(conn, HelloReply("json", "tcp", "ProbeInterface", "s.x", {}).encode())
             request = json.loads(_read_frame(reader))
             _send_frame(conn, json.dumps([request[0], 1, error]).encode())
 

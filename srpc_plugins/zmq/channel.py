@@ -111,6 +111,12 @@ class ZmqChannel(Channel):
             raise TransportError(f"cannot send to {self._address}: its queue is full") from None
         return self._await_reply(tag, len(message), monotonic() + timeout, timeout)
 
+    def usable(self) -> bool:
+        """False once the monitor reported the connection broken (the server stopped while
+        this channel was idle): the client then opens a new one before sending anything."""
+        self._read_events()
+        return not self._broken
+
     def close(self) -> None:
         if self._sock.closed:
             return

@@ -1,0 +1,37 @@
+"""A call's deadline: one budget for connecting, sending and waiting, not one per step."""
+
+from __future__ import annotations
+
+from time import monotonic
+
+from srpc_core.errors import CallTimeoutError
+
+
+class Deadline:
+    """The moment a call gives up, `timeout` seconds after it started.
+
+    Every step of a call asks `remaining()` for its own timeout, so a server that accepts slowly,
+    answers the hello slowly and then trickles its reply still cannot hold the caller past
+    `timeout` in total.
+    """
+
+    __slots__ = ("expires", "timeout", "what")
+
+    def __init__(self, timeout: float, what: str = "the call") -> None:
+        self.timeout = timeout
+        self.what = what
+        self.expires = monotonic() + timeout
+
+    def remaining(self) -> float:
+        """Seconds left; raises `CallTimeoutError` when none are."""
+        left = self.expires - monotonic()
+        if left <= 0:
+            raise CallTimeoutError(f"{self.what} did not finish within {self.timeout} s")
+        return left
+
+    def left(self) -> float:
+        """Seconds left, 0.0 when none are (never raises)."""
+        return max(0.0, self.expires - monotonic())
+
+
+__all__ = ["Deadline"]
