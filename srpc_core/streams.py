@@ -108,6 +108,9 @@ def _recv_frame(
 SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"HTTP/", "HTTP"),  # a response
     (b"PRI * HTTP/2", "HTTP/2"),  # a client's connection preface
+    # An HTTP/0.9-style answer: the error page alone (Python's http.server answers a request
+    # line it cannot parse this way).
+    *((page, "HTTP") for page in (b"<!DOCTYPE", b"<!doctype", b"<html", b"<HTML")),
     *((method, "HTTP") for method in (b"GET ", b"HEAD", b"POST", b"PUT ", b"DELETE", b"OPTIONS")),
     (b"SSH-", "SSH"),  # every SSH peer opens with its banner
     (b"\xff", "ZeroMQ"),  # the first byte of every ZMTP greeting
