@@ -25,12 +25,21 @@ class SlowInterface(ABC):
 
     @abstractmethod
     def echo(self, value: object) -> object: ...
+
+    @abstractmethod
+    def hold(self, name: str) -> str: ...
+
+    @abstractmethod
+    def release(self) -> None: ...
 """
 
 SLOW_IMPL = """
+import threading
 import time
 
 from slow.slow_interface import SlowInterface
+
+RELEASED = threading.Event()
 
 
 class Slow(SlowInterface):
@@ -41,6 +50,15 @@ class Slow(SlowInterface):
 
     def echo(self, value: object) -> object:
         return value
+
+    def hold(self, name: str) -> str:
+        print(f"holding {name}", flush=True)  # lets tests see the call is in flight
+        if not RELEASED.wait(60):  # a test that never releases cannot keep the server forever
+            return f"never released {name}"
+        return f"released {name}"
+
+    def release(self) -> None:
+        RELEASED.set()
 """
 
 
@@ -115,20 +133,27 @@ def test_no_server_is_a_clear_error(calc_dir: Path) -> None:
 
 
 def test_slow_call_does_not_hold_up_other_clients(slow_dir: Path) -> None:
+    interface = import_interface(slow_dir, "slow")
     with ServerProcess(slow_dir, "slow") as server:
-        result = run_client(
-            slow_dir,
-            client_code(
-                server.port,
-                "other = SrpcSlowClientStub('127.0.0.1', slow._srpc.config.port)\n"
-                "t = threading.Thread(target=slow.sleep, args=(3,)); t.start()\n"
-                "time.sleep(0.3)\n"
-                "print([other.echo(i) for i in range(20)] == list(range(20)), t.is_alive())\n"
-                "t.join()\n",
-            ),
-        )
-    # the 20 quick calls were answered while the slow call was still running
-    assert result.stdout.strip() == "True True", result.stderr
+        held: dict[str, object] = {}
+
+        def hold() -> None:
+            with srpc_core.Client(interface, "127.0.0.1", server.port) as client:
+                held["value"] = client.call("hold", ("first",))
+
+        thread = threading.Thread(target=hold)
+        thread.start()
+        try:
+            server.wait_for(re.compile("holding first"))  # the slow call is in flight
+            # A server that ran one call at a time would answer none of these until the held
+            # call ends, which only the release below does: they would time out instead.
+            with srpc_core.Client(interface, "127.0.0.1", server.port, timeout=10) as other:
+                assert [other.call("echo", (i,)) for i in range(20)] == list(range(20))
+                assert thread.is_alive() and "value" not in held
+                other.call("release")
+        finally:
+            thread.join(30)
+    assert held.get("value") == "released first"
 
 
 def test_timeout_raises_call_timeout_error(slow_dir: Path) -> None:
@@ -137,9 +162,10 @@ def test_timeout_raises_call_timeout_error(slow_dir: Path) -> None:
             slow_dir,
             "import srpc_core\nfrom srpc_slow_client_stub import SrpcSlowClientStub\n"
             f"slow = SrpcSlowClientStub('127.0.0.1', {server.port}, timeout=0.5)\n"
-            "try:\n    slow.sleep(5)\n"
+            "try:\n    slow.hold('until released')\n"
             "except srpc_core.CallTimeoutError as e:\n    print('TIMEOUT', e)\n"
-            "print(slow.echo('after'))\n",
+            "print(slow.echo('after'))\n"
+            "slow.release()\n",  # the held call may end: the server stops at once
         )
     assert "TIMEOUT no reply from tcp://127.0.0.1" in result.stdout, result.stderr
     assert "within 0.5 s" in result.stdout
