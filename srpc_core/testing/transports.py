@@ -340,6 +340,10 @@ class TransportConformance:
                     reply = channel.request(b"big", HANG)
                 except FrameTooLargeError:
                     pass
+                except TransportError:  # e.g. libzmq drops an oversized message and the link
+                    pass
+                except CallTimeoutError:
+                    pytest.fail("a reply above max_message_bytes made the channel time out")
                 else:
                     pytest.fail(
                         f"the channel returned a {len(reply)}-byte reply; max_message_bytes is "
