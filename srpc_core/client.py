@@ -23,6 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping
+from time import monotonic
 from typing import Any
 
 from srpc_core import protocol
@@ -33,7 +34,7 @@ from srpc_core.errors import (
     ErrorContext,
     FrameTooLargeError,
     MismatchError,
-    ProtocolError,
+    SessionError,
     TransportError,
     UnknownProcedureError,
 )
@@ -44,10 +45,8 @@ from srpc_core.transport import Channel, Endpoint
 #: First pause before an idempotent call is sent again; doubles up to `_MAX_BACKOFF`.
 _FIRST_BACKOFF = 0.05
 _MAX_BACKOFF = 1.0
-
-
-class _SessionRefused(Exception):
-    """The server did not recognise our session token; nothing was run."""
+#: Idle channels older than this are checked before reuse (see `Client._acquire`).
+_CHECK_AFTER = 0.001
 
 
 class _ServerView:
@@ -116,8 +115,6 @@ class _BaseClient:
 
     def _check_drift(self, spec: Procedure) -> None:
         """Raise `MismatchError` if the server's signature of `spec` differs from ours."""
-        if spec.name in self._server.agreed:
-            return
         theirs = self._server.procedures.get(spec.name)
         if theirs is None:
             return  # the server may not serve it: it answers UnknownProcedureError itself
@@ -145,16 +142,9 @@ class _BaseClient:
             )
         return message
 
-    def _result(self, reply: bytes, call_id: int) -> Any:
-        """The call's result from its response; raises the remote exception or a protocol error."""
-        if protocol.is_control(reply):
-            if protocol.parse_control_error(reply).code == protocol.Code.SESSION:
-                raise _SessionRefused
-            protocol.raise_control_error(reply, self.address)
-        response = protocol.decode_response(self._codec, reply, call_id, self.address)
-        if response.ok:
-            return response.value
-        raise self._plugins.error_from_wire(response.value, self._error_context)
+    def _raise_error(self, wire: Any) -> None:
+        """Raise the exception an error response describes."""
+        raise self._plugins.error_from_wire(wire, self._error_context)
 
     def _outcome_unknown(self, spec: Procedure, exc: TransportError) -> TransportError:
         return TransportError(
@@ -186,7 +176,8 @@ class Client(_BaseClient):
         plugins: Plugins | None = None,
     ) -> None:
         super().__init__(interface, host, port, config=config, timeout=timeout, plugins=plugins)
-        self._idle: deque[Channel] = deque()
+        #: Idle channels and when each was last used (`time.monotonic()`).
+        self._idle: deque[tuple[Channel, float]] = deque()
 
     def call(
         self,
@@ -205,14 +196,17 @@ class Client(_BaseClient):
         """
         kwargs = kwargs or {}
         spec = self._procedure(procedure, args, kwargs)
-        deadline = Deadline(self._timeout, f"the call to {procedure}() at {self.address}")
+        deadline = Deadline(self._timeout, procedure, self.address)
         try:
-            return self._call(spec, args, kwargs, metadata, deadline)
-        except _SessionRefused:
+            ok, value = self._call(spec, args, kwargs, metadata, deadline)
+        except SessionError:
             # The server refused our session before running anything (it restarted with other
             # settings, say): a fresh hello and one more try are safe.
             self.close()
-            return self._call(spec, args, kwargs, metadata, deadline)
+            ok, value = self._call(spec, args, kwargs, metadata, deadline)
+        if ok:
+            return value
+        self._raise_error(value)
 
     def with_options(self, *, timeout: float | None = None) -> Client:
         """A view of this client with other per-call options; it shares the connections."""
@@ -225,7 +219,7 @@ class Client(_BaseClient):
         """Close every idle connection. Calls made afterwards open new ones."""
         while self._idle:
             try:
-                self._idle.pop().close()
+                self._idle.pop()[0].close()
             except IndexError:  # another thread took it
                 break
 
@@ -242,20 +236,18 @@ class Client(_BaseClient):
         kwargs: dict[str, Any],
         metadata: Mapping[str, Any] | None,
         deadline: Deadline,
-    ) -> Any:
+    ) -> tuple[bool, Any]:
+        """Send the request on a channel and read its response: ``(ok, result or error)``."""
         backoff = _FIRST_BACKOFF
         while True:
             channel = self._acquire(deadline)
             try:
-                self._check_drift(spec)
+                if spec.name not in self._server.agreed:
+                    self._check_drift(spec)
                 call_id = next(self._ids)
                 message = self._encode(call_id, spec, args, kwargs, metadata)
                 reply = channel.request(message, self._budget(deadline))
-            except CallTimeoutError:
-                channel.close()
-                raise CallTimeoutError(
-                    f"no reply from {self.address} to {spec.name}() within {self._timeout} s"
-                ) from None
+                response = protocol.decode_response(self._codec, reply, call_id, self.address)
             except TransportError as exc:
                 channel.close()
                 if not spec.idempotent:
@@ -263,16 +255,16 @@ class Client(_BaseClient):
                 time.sleep(min(backoff, deadline.left()))
                 backoff = min(backoff * 2, _MAX_BACKOFF)
                 continue
+            except CallTimeoutError:
+                channel.close()
+                raise CallTimeoutError(
+                    f"no reply from {self.address} to {spec.name}() within {self._timeout} s"
+                ) from None
             except BaseException:
-                channel.close()  # its state is unknown (a timeout, an oversized reply...)
+                channel.close()  # its state is unknown (an oversized or malformed reply...)
                 raise
-            try:
-                result = self._result(reply, call_id)
-            except (ProtocolError, _SessionRefused):
-                channel.close()  # a confused peer: never reuse the channel
-                raise
-            self._idle.append(channel)
-            return result
+            self._idle.append((channel, monotonic()))
+            return response
 
     def _budget(self, deadline: Deadline) -> float:
         """The timeout for the channel: what is left of the deadline, rounded up to the whole
@@ -282,13 +274,19 @@ class Client(_BaseClient):
         return self._timeout if self._timeout - remaining < 0.001 else remaining
 
     def _acquire(self, deadline: Deadline) -> Channel:
-        """An idle channel the server has not closed, or a new one (hello done)."""
+        """An idle channel the server has not closed, or a new one (hello done).
+
+        A channel idle for more than `_CHECK_AFTER` seconds is checked with `Channel.usable`
+        first (a system call on stream transports), so a server that closed it (a restart)
+        costs a reconnect, not an error. One used a moment ago is not: were the server to close
+        it in that moment, the call would fail as "outcome unknown", never run twice.
+        """
         while True:
             try:
-                channel = self._idle.pop()
+                channel, last_used = self._idle.pop()
             except IndexError:
                 return self._open(deadline)
-            if channel.usable():
+            if monotonic() - last_used < _CHECK_AFTER or channel.usable():
                 return channel
             channel.close()  # closed by the server while idle: nothing was sent on it
 

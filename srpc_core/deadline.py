@@ -15,18 +15,21 @@ class Deadline:
     `timeout` in total.
     """
 
-    __slots__ = ("expires", "timeout", "what")
+    __slots__ = ("expires", "procedure", "timeout", "where")
 
-    def __init__(self, timeout: float, what: str = "the call") -> None:
+    def __init__(self, timeout: float, procedure: str = "", where: str = "") -> None:
         self.timeout = timeout
-        self.what = what
+        self.procedure = procedure  # for the error message, formatted only when it is raised
+        self.where = where
         self.expires = monotonic() + timeout
 
     def remaining(self) -> float:
         """Seconds left; raises `CallTimeoutError` when none are."""
         left = self.expires - monotonic()
         if left <= 0:
-            raise CallTimeoutError(f"{self.what} did not finish within {self.timeout} s")
+            what = f"the call to {self.procedure}()" if self.procedure else "the call"
+            where = f" at {self.where}" if self.where else ""
+            raise CallTimeoutError(f"{what}{where} did not finish within {self.timeout} s")
         return left
 
     def left(self) -> float:

@@ -78,27 +78,21 @@ class Dispatcher:
         if protocol.is_control(message):
             return self._handle_control(message)
         request = protocol.decode_request(self.codec, message)
-        if type(request) is bytes:
+        if isinstance(request, bytes):
             return request  # a control error about the message itself
-        assert isinstance(request, protocol.Request)
-        session = self.sessions.find(request.session)
-        if session is None:
+        call_id, token, name, args, kwargs, metadata = request
+        if self.sessions.find(token) is None:
             return protocol.control_error(
-                f"no session: the request to {request.procedure!r} does not carry a session "
-                f"token this {self.service.name} server issued; send the srpc hello first "
-                "(nothing was run)",
+                f"no session: the request to {name!r} does not carry a session token this "
+                f"{self.service.name} server issued; send the srpc hello first (nothing was run)",
                 Code.SESSION,
-                request.call_id,
+                call_id,
             )
-        timeout = protocol.remaining_timeout(request.metadata)
-        if timeout is not None and timeout <= 0:
-            return self._answer_expired(request)
-        session.in_flight += 1  # a race-tolerant gauge: observers, not limits, read it today
-        try:
-            return self._call(request.call_id, request.procedure, request.args, request.kwargs)
-        finally:
-            session.in_flight -= 1
-            session.calls += 1
+        if metadata:
+            timeout = protocol.remaining_timeout(metadata)
+            if timeout is not None and timeout <= 0:
+                return self._error_response(call_id, protocol.expired_error(name))
+        return self._call(call_id, name, args, kwargs)
 
     def _call(self, call_id: int, name: str, args: list[Any], kwargs: dict[str, Any]) -> bytes:
         for observer in self._start_observers:
@@ -128,9 +122,6 @@ class Dispatcher:
             except Exception:  # a broken observer must not break calls
                 log.exception("srpc call observer %r failed", observer)
         return response
-
-    def _answer_expired(self, request: protocol.Request) -> bytes:
-        return self._error_response(request.call_id, protocol.expired_error(request.procedure))
 
     def _error_response(self, call_id: int, error: BaseException) -> bytes:
         return protocol.encode_error(

@@ -64,6 +64,10 @@ class MismatchError(ProtocolError):
     """Client and server disagree on protocol version, codec, transport or service."""
 
 
+class SessionError(ProtocolError):
+    """The server did not recognise the request's session: it ran nothing (say hello first)."""
+
+
 class FrameTooLargeError(ProtocolError, ValueError):
     """A message is larger than `max_message_bytes`."""
 

@@ -34,6 +34,7 @@ from srpc_core.errors import (
     FrameTooLargeError,
     MismatchError,
     ProtocolError,
+    SessionError,
     SrpcError,
 )
 
@@ -151,6 +152,8 @@ def raise_control_error(message: bytes, address: str) -> None:
         raise MismatchError(text)
     if error.code == Code.TOO_LARGE:
         raise FrameTooLargeError(text)
+    if error.code == Code.SESSION:
+        raise SessionError(text)
     raise ProtocolError(text)
 
 
@@ -327,15 +330,9 @@ def cancel_ack(call_id: int, found: bool) -> bytes:
 # -- requests and responses ------------------------------------------------------------------
 
 
-class Request(NamedTuple):
-    """A decoded request."""
-
-    call_id: int
-    session: str
-    procedure: str
-    args: list[Any]
-    kwargs: dict[str, Any]
-    metadata: dict[str, Any]
+#: A decoded request: ``(call_id, session, procedure, args, kwargs, metadata)`` (a plain tuple:
+#: it is built for every call).
+Request = tuple[int, str, str, list[Any], dict[str, Any], dict[str, Any]]
 
 
 _NO_METADATA: dict[str, Any] = {}
@@ -390,7 +387,7 @@ def decode_request(codec: Codec, message: bytes) -> Request | bytes:
         or (metadata and not all(type(key) is str for key in metadata))
     ):
         return control_error(_MALFORMED_REQUEST, call_id=call_id if type(call_id) is int else None)
-    return Request(call_id, session, name, args, kwargs, metadata)
+    return (call_id, session, name, args, kwargs, metadata)
 
 
 _MALFORMED_REQUEST = (
@@ -413,32 +410,27 @@ def encode_error(codec: Codec, call_id: int, error: WireError) -> bytes:
         return codec.encode([call_id, STATUS_ERROR, {**error, "args": [error["message"]]}])
 
 
-class Response(NamedTuple):
-    """A decoded response: `ok` with its `value`, or an error with a `WireError` map."""
+def decode_response(codec: Codec, message: bytes, call_id: int, address: str) -> tuple[bool, Any]:
+    """Read the response to `call_id`: ``(True, result)`` or ``(False, WireError map)``.
 
-    ok: bool
-    value: Any
-
-
-def decode_response(codec: Codec, message: bytes, call_id: int, address: str) -> Response:
-    """Read the response to `call_id`. Raises for a control error or a malformed response."""
-    if is_control(message):
+    Raises for a control error (see `raise_control_error`) or a malformed response.
+    """
+    if message[:5] == CONTROL_PREFIX:
         raise_control_error(message, address)
     try:
         response = codec.decode(message)
     except RecursionError:
         raise ProtocolError(f"the server at {address} sent a response nested too deeply") from None
-    if type(response) is not list or len(response) != 3 or response[0] != call_id:
-        raise ProtocolError(
-            f"the server at {address} sent a malformed response (expected "
-            f"[{call_id}, status, value])"
-        )
-    status = response[1]
-    if status == STATUS_OK:
-        return Response(True, response[2])
-    if status == STATUS_ERROR and isinstance(response[2], dict):
-        return Response(False, response[2])
-    raise ProtocolError(f"the server at {address} sent an unknown status {status!r}")
+    if type(response) is list and len(response) == 3 and response[0] == call_id:
+        status = response[1]
+        if status == STATUS_OK:
+            return True, response[2]
+        if status == STATUS_ERROR and isinstance(response[2], dict):
+            return False, response[2]
+        raise ProtocolError(f"the server at {address} sent an unknown status {status!r}")
+    raise ProtocolError(
+        f"the server at {address} sent a malformed response (expected [{call_id}, status, value])"
+    )
 
 
 def remaining_timeout(metadata: Mapping[str, Any]) -> float | None:
@@ -468,7 +460,6 @@ __all__ = [
     "HelloReply",
     "ProcedureInfo",
     "Request",
-    "Response",
     "WireError",
     "cancel",
     "cancel_ack",

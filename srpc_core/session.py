@@ -44,14 +44,10 @@ class Session:
     Attributes:
         token: what the client's requests carry.
         opened: `time.monotonic()` when this process first saw the token.
-        in_flight: calls of this session running now.
-        calls: calls this session started in this process.
     """
 
     token: str
     opened: float = field(default_factory=time.monotonic)
-    in_flight: int = 0
-    calls: int = 0
 
 
 class SessionKeeper:
