@@ -29,8 +29,7 @@ from srpc_core.hookspecs import hookimpl
 from srpc_core.observer import CallObserver, ServerInfo
 from srpc_core.server import Server
 from srpc_core.transport import Channel, Handler, Listener, Transport, TransportSettings
-
-__version__ = "0.2.0"
+from srpc_core.version import __version__
 
 __all__ = [
     "CallObserver",

@@ -97,6 +97,8 @@ def _run_plugins(args: argparse.Namespace) -> int:
     for info in infos:
         if info.error:
             print(f"\nplugin {info.name!r} ({info.module}) failed to load: {info.error}")
+        for missing in info.missing:
+            print(f"\nplugin {info.name!r} offers {missing}")
     return 0
 
 

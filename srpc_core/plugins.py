@@ -7,6 +7,8 @@ for) instead of crashing the process. ``SRPC_DISABLE_PLUGINS=a,b`` blocks plugin
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import logging
 import os
 import threading
@@ -24,8 +26,17 @@ from srpc_core.errors import ConfigError, ErrorContext, PluginConflictError, Plu
 from srpc_core.observer import CallObserver, ServerInfo
 from srpc_core.protocol import WireError
 from srpc_core.transport import Transport, TransportSettings
+from srpc_core.version import __version__
 
 ENTRY_POINT_GROUP = "srpc"
+#: Plugins srpc cannot work without, registered by import before any entry point (like
+#: pytest's ``essential_plugins``): a source checkout runs without being installed, and
+#: `SRPC_DISABLE_PLUGINS` cannot turn them off. Plugin name -> module.
+ESSENTIAL_PLUGINS = {
+    "errors": "srpc_plugins.errors",
+    "json": "srpc_plugins.json_codec",
+    "tcp": "srpc_plugins.tcp",
+}
 DISABLE_ENV_VAR = "SRPC_DISABLE_PLUGINS"
 log = logging.getLogger("srpc")
 
@@ -41,6 +52,9 @@ class PluginInfo:
     error: str | None = None  # why it failed to load, if it did
     transports: list[str] = field(default_factory=list)
     codecs: list[str] = field(default_factory=list)
+    #: Optional dependencies its transports and codecs need that are not installed, each
+    #: with how to install it, e.g. ``"cbor: needs cbor2 (pip install 'srpclib[cbor]')"``.
+    missing: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -59,6 +73,7 @@ class Plugins:
         self.manager = pluggy.PluginManager("srpc")
         self.manager.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
+        self._load_essentials()
         self._load_entry_points()
         for name, plugin in (extra_plugins or {}).items():
             self.add(name, plugin)
@@ -74,13 +89,30 @@ class Plugins:
         module = getattr(plugin, "__name__", type(plugin).__name__)
         self.infos[name] = PluginInfo(name, distribution, "", module)
 
+    def _load_essentials(self) -> None:
+        for name, module in ESSENTIAL_PLUGINS.items():
+            self.manager.register(importlib.import_module(module), name=name)
+            self.infos[name] = PluginInfo(name, "srpclib", __version__, module)
+
     def _load_entry_points(self) -> None:
         disabled = {n.strip() for n in os.environ.get(DISABLE_ENV_VAR, "").split(",") if n.strip()}
+        for name in sorted(disabled & ESSENTIAL_PLUGINS.keys()):
+            log.warning("%s=%s ignored: srpc cannot work without it", DISABLE_ENV_VAR, name)
         for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+            if ESSENTIAL_PLUGINS.get(entry_point.name) == entry_point.value:
+                self._note_essential(entry_point)
+                continue
             if entry_point.name in disabled:
                 self.manager.set_blocked(entry_point.name)
                 continue
             self._load_entry_point(entry_point)
+
+    def _note_essential(self, entry_point: EntryPoint) -> None:
+        """srpc's own entry point for an essential plugin: already registered; note its
+        distribution as installed."""
+        if entry_point.dist is not None:
+            info = self.infos[entry_point.name]
+            info.distribution, info.version = entry_point.dist.name, entry_point.dist.version
 
     def _load_entry_point(self, entry_point: EntryPoint) -> None:
         dist = entry_point.dist
@@ -126,6 +158,8 @@ class Plugins:
                 (info.transports if kind == "transport" else info.codecs).append(name)
 
             impl.function(register=register)
+        for offer in offers.values():
+            offer.plugin.missing.extend(_missing_requirements(offer.name, offer.factory))
         return offers
 
     # -- lookups ----------------------------------------------------------------------------
@@ -192,6 +226,19 @@ class Plugins:
         observers: list[CallObserver] = []
         self.manager.hook.srpc_register_call_observers(register=observers.append, server=server)
         return observers
+
+
+def _missing_requirements(name: str, factory: Callable[..., Any]) -> list[str]:
+    """What `factory` declares it needs (``requires = {"cbor2": "pip install ..."}``, import
+    name -> how to install it) and cannot be found, without importing anything."""
+    requires = getattr(factory, "requires", None)
+    if not isinstance(requires, Mapping):
+        return []
+    return [
+        f"{name}: needs {module} ({hint})"
+        for module, hint in requires.items()
+        if isinstance(module, str) and importlib.util.find_spec(module) is None
+    ]
 
 
 _plugins: Plugins | None = None

@@ -40,8 +40,14 @@ def test_plugins_lists_builtins_with_their_distribution() -> None:
 
 
 def test_disabled_plugins_are_not_loaded() -> None:
-    result = srpc("plugins", "--json", env={"SRPC_DISABLE_PLUGINS": "json"})
-    assert "json" not in {row["name"] for row in json.loads(result.stdout)}
+    result = srpc("plugins", "--json", env={"SRPC_DISABLE_PLUGINS": "cbor"})
+    assert "cbor" not in {row["name"] for row in json.loads(result.stdout)}
+
+
+def test_essential_plugins_cannot_be_disabled() -> None:
+    result = srpc("plugins", "--json", env={"SRPC_DISABLE_PLUGINS": "json,errors"})
+    assert {"json", "errors"} <= {row["name"] for row in json.loads(result.stdout)}
+    assert "SRPC_DISABLE_PLUGINS=errors ignored: srpc cannot work without it" in result.stderr
 
 
 def test_python_dash_m_srpc_core_is_the_same_command() -> None:
