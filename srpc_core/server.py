@@ -8,10 +8,8 @@ flight finish and get their responses before it returns.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
-from types import FrameType
 from typing import Any
 
 from srpc_core.config import Config, load_config, resolve_host
@@ -20,6 +18,7 @@ from srpc_core.errors import SrpcError
 from srpc_core.interface import read_interface
 from srpc_core.observer import CallObserver, ServerInfo
 from srpc_core.plugins import Plugins, get_plugins
+from srpc_core.signals import stop_on_signals
 from srpc_core.transport import Endpoint, Listener
 
 
@@ -79,18 +78,27 @@ class Server:
 
         If the server cannot start (the port is taken, say), the error is raised; when
         `exit_on_error` is true (the default in the main thread, i.e. in a ``server.py``) the
-        process exits with the message instead of a traceback.
+        process exits with the message instead of a traceback. In the main thread, Ctrl+C and
+        SIGTERM stop it (calls in flight finish first); elsewhere, call `stop`.
         """
-        in_main_thread = threading.current_thread() is threading.main_thread()
+        listener = self._bind_or_exit(exit_on_error)
+        with stop_on_signals(self.stop):
+            self._serve(listener)
+
+    def _bind_or_exit(self, exit_on_error: bool | None) -> Listener:
+        """Bind the listener; on failure raise, or exit with the message (see `start`)."""
         try:
-            listener = self._bind()
+            return self._bind()
         except (SrpcError, OSError) as exc:
+            in_main_thread = threading.current_thread() is threading.main_thread()
             if exit_on_error if exit_on_error is not None else in_main_thread:
                 raise SystemExit(f"srpc: cannot start {self.service.name}: {exc}") from None
             raise
+
+    def _serve(self, listener: Listener) -> None:
+        """Serve on a bound listener until stopped: observers, the start and stop lines."""
         observers = self._plugins.call_observers(self._server_info(listener))
         self.dispatcher.set_observers(observers)
-        previous = self._install_signal_handlers() if in_main_thread else {}
         print(
             f"srpc: serving {self.service.name} at {listener.address} "
             f"(transport {self.config.transport}, codec {self.config.codec}); Ctrl+C stops",
@@ -102,8 +110,6 @@ class Server:
                 listener.serve_forever()
         finally:
             self._serving.clear()
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
             _close_observers(observers)
             print(f"srpc: stopped serving {self.service.name} at {listener.address}", flush=True)
 
@@ -143,15 +149,6 @@ class Server:
             pid=os.getpid(),
             config=self.config,
         )
-
-    def _install_signal_handlers(self) -> dict[int, Any]:
-        def handle(signum: int, frame: FrameType | None) -> None:
-            self.stop()
-
-        previous: dict[int, Any] = {}
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, handle)
-        return previous
 
 
 def _check_implementation(interface: type, implementation: object, names: Any) -> None:
