@@ -118,3 +118,10 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+__all__ = [
+    "Runner",
+    "build_parser",
+    "main",
+]

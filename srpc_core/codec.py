@@ -52,3 +52,8 @@ class Codec(ABC):
         Raise `srpc_core.errors.DecodeError` for bytes that are not a valid encoding. Must
         never execute code or import modules named by the data.
         """
+
+
+__all__ = [
+    "Codec",
+]

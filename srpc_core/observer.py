@@ -55,3 +55,9 @@ class CallObserver:
 
     def close(self) -> None:
         """The server has stopped: flush and release resources."""
+
+
+__all__ = [
+    "CallObserver",
+    "ServerInfo",
+]

@@ -166,3 +166,8 @@ def _close_observers(observers: list[CallObserver]) -> None:
             observer.close()
         except Exception as exc:  # closing one must not keep the others from flushing
             print(f"srpc: call observer {observer!r} failed to close: {exc}", file=sys.stderr)
+
+
+__all__ = [
+    "Server",
+]

@@ -63,3 +63,9 @@ def stop_on_signals(
 def _restore(previous: dict[signal.Signals, _Handler]) -> None:
     for signum, handler in previous.items():
         signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
+__all__ = [
+    "STOP_SIGNALS",
+    "stop_on_signals",
+]

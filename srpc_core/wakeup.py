@@ -83,3 +83,8 @@ class Waker:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+__all__ = [
+    "Waker",
+]

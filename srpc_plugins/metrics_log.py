@@ -175,3 +175,11 @@ class MetricsLog(CallObserver):
     def _next_seq(self) -> int:
         self._seq += 1
         return self._seq - 1
+
+
+__all__ = [
+    "AppendLog",
+    "DEFAULT_FLUSH_INTERVAL",
+    "MetricsLog",
+    "srpc_register_call_observers",
+]

@@ -67,3 +67,8 @@ class Collector:
         if stats is None:
             stats = self._stats[name] = ProcedureStats()
         return stats
+
+
+__all__ = [
+    "Collector",
+]

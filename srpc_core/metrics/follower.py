@@ -116,3 +116,8 @@ def _identity(path: str) -> tuple[int, int] | None:
     except OSError:
         return None
     return stat.st_dev, stat.st_ino
+
+
+__all__ = [
+    "LogFollower",
+]

@@ -182,3 +182,16 @@ def as_int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"expected an integer, got {value!r}")
     return value
+
+
+__all__ = [
+    "BUCKETS_PER_OCTAVE",
+    "LATENCY_FIELDS",
+    "MAX_BUCKET",
+    "Histogram",
+    "as_int",
+    "bucket_bounds",
+    "bucket_of",
+    "bucket_value",
+    "latency_summary",
+]

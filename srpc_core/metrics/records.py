@@ -166,3 +166,16 @@ def decode_line(line: bytes) -> dict[str, Any] | None:
     if not isinstance(record.get("writer"), str) or not isinstance(record.get("time"), int | float):
         return None
     return record
+
+
+__all__ = [
+    "FORMAT_VERSION",
+    "FULL_SNAPSHOT_SECONDS",
+    "HEARTBEAT_SECONDS",
+    "WriterInfo",
+    "decode_line",
+    "encode_record",
+    "stats_record",
+    "stop_record",
+    "writer_record",
+]

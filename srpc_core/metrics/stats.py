@@ -92,3 +92,11 @@ class ProcedureStats:
             raise ValueError("'ok' does not match the histogram's total count")
         errors = {str(name): as_int(count) for name, count in dict(data["errors"]).items()}
         return cls(latency, errors)
+
+
+__all__ = [
+    "MAX_ERROR_TYPES",
+    "OTHER_ERRORS",
+    "UNKNOWN_PROCEDURE",
+    "ProcedureStats",
+]

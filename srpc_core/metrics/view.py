@@ -253,3 +253,11 @@ def _server_view(writer: _Writer, now: float) -> ServerView:
         uptime=max((now if math.isinf(end) else end) - writer.started, 0.0),
         state=writer.state(now),
     )
+
+
+__all__ = [
+    "MetricsAggregator",
+    "MetricsView",
+    "ProcedureView",
+    "ServerView",
+]

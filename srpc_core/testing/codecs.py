@@ -232,3 +232,11 @@ def _cut_points(length: int) -> range | list[int]:
     if length <= 200:
         return range(length)
     return sorted({*range(0, length, max(1, length // 100)), length - 1})
+
+
+__all__ = [
+    "NON_FINITE_FLOATS",
+    "PROTOCOL_TYPES",
+    "RANDOM_SEED",
+    "CodecConformance",
+]

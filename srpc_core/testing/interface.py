@@ -36,3 +36,9 @@ class ConformanceInterface(ABC):
     @abstractmethod
     def rendezvous(self, parties: int) -> int:
         """Wait until `parties` calls are in this procedure at once; return `parties`."""
+
+
+__all__ = [
+    "ConformanceError",
+    "ConformanceInterface",
+]

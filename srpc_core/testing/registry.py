@@ -67,3 +67,12 @@ def make_codec(spec: CodecSpec, options: Mapping[str, Any]) -> Codec:
     if not codec.name:
         raise TypeError(f"{type(codec).__qualname__} must set `name`, the name it registers under")
     return codec
+
+
+__all__ = [
+    "CodecSpec",
+    "TransportSpec",
+    "make_codec",
+    "plugins_for",
+    "registered_name",
+]

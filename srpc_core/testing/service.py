@@ -68,3 +68,11 @@ class ConformanceService(ConformanceInterface):
                 "transport serves calls one after another"
             ) from None
         return parties
+
+
+__all__ = [
+    "GATE_TIMEOUT",
+    "RENDEZVOUS_TIMEOUT",
+    "ConformanceService",
+    "ServerOnlyError",
+]

@@ -591,3 +591,21 @@ def _send_and_hang_up(sock: socket.socket, data: bytes) -> None:
                 pass
         except OSError:  # refused, reset or timed out: all fine, the server decides
             pass
+
+
+__all__ = [
+    "HANG",
+    "IDLE_TIMEOUT",
+    "LIMIT",
+    "LONG_DRAIN",
+    "NEAR_LIMIT_MARGIN",
+    "PROMPT",
+    "RANDOM_SEED",
+    "STOP_TIMEOUT",
+    "RunningListener",
+    "RunningServer",
+    "TransportConformance",
+    "connect_raw",
+    "serve_handler",
+    "start_server",
+]

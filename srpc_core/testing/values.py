@@ -96,3 +96,12 @@ def short_repr(value: Any, limit: int = 80) -> str:
     """`repr` cut to `limit` characters, for failure messages about 70 kB strings."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 5] + "...)"
+
+
+__all__ = [
+    "CANDIDATES_TO_REFUSE",
+    "SAMPLES",
+    "Unsendable",
+    "same",
+    "short_repr",
+]

@@ -133,3 +133,12 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+__all__ = [
+    "DEFAULT_LOG",
+    "DESCRIPTION",
+    "configure_parser",
+    "main",
+    "run",
+]

@@ -119,3 +119,13 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+__all__ = [
+    "DESCRIPTION",
+    "EPILOG",
+    "PROG",
+    "configure_parser",
+    "main",
+    "run",
+]
