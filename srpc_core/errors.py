@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 
@@ -128,30 +129,49 @@ class RemoteError(SrpcError):
         return text
 
 
-_remote_classes: dict[tuple[str, str, str], type[RemoteError]] = {}
+#: At most this many `RemoteError` subclasses are kept (least recently used go first): a server
+#: naming 20,000 different classes must not grow a client without bound.
+REMOTE_CLASS_CACHE_SIZE = 256
+#: Built-in bases a `RemoteError` stand-in never derives from: raising them changes control flow
+#: (a `StopIteration` escaping into `map()` or a generator ends it silently).
+_NEVER_A_BASE: tuple[type[BaseException], ...] = (
+    StopIteration,
+    StopAsyncIteration,
+    BaseExceptionGroup,
+)
+_remote_classes: OrderedDict[tuple[str, str, str], type[RemoteError]] = OrderedDict()
 _remote_classes_lock = threading.Lock()
 
 
 def builtin_exception(name: str) -> type[BaseException] | None:
     """Return the built-in exception class called `name`, or None."""
-    candidate = getattr(builtins, name, None)
+    candidate = getattr(builtins, name, None) if type(name) is str else None
     if isinstance(candidate, type) and issubclass(candidate, BaseException):
         return candidate
     return None
 
 
 def remote_error_class(name: str, module: str, base: str) -> type[RemoteError]:
-    """Return (and cache) a `RemoteError` subclass standing in for a remote exception class.
+    """Return a `RemoteError` subclass standing in for a remote exception class.
 
     `base` names the nearest built-in base of the remote class; it is only honoured when it is a
-    built-in `Exception` subclass (never `SystemExit`, `KeyboardInterrupt` or friends).
+    built-in `Exception` subclass that does not steer control flow: never `SystemExit`,
+    `KeyboardInterrupt`, `GeneratorExit` (not `Exception` subclasses), `StopIteration`,
+    `StopAsyncIteration` or an exception group. The classes are cached, least recently used
+    first out, up to `REMOTE_CLASS_CACHE_SIZE` of them: the same remote name normally gives the
+    same class, but catch them by `RemoteError`, a built-in base or `remote_type`, never by
+    identity.
     """
     key = (name, module, base)
     with _remote_classes_lock:
         cls = _remote_classes.get(key)
-        if cls is None:
-            cls = _build_remote_error_class(name, module, base)
-            _remote_classes[key] = cls
+        if cls is not None:
+            _remote_classes.move_to_end(key)
+            return cls
+        cls = _build_remote_error_class(name, module, base)
+        _remote_classes[key] = cls
+        while len(_remote_classes) > REMOTE_CLASS_CACHE_SIZE:
+            _remote_classes.popitem(last=False)
         return cls
 
 
@@ -159,10 +179,16 @@ def _build_remote_error_class(name: str, module: str, base: str) -> type[RemoteE
     namespace = {"remote_type": name, "remote_module": module, "__module__": "srpc_core.remote"}
     builtin_base = builtin_exception(base)
     identifier = name if name.isidentifier() else "RemoteError"
-    if builtin_base is not None and issubclass(builtin_base, Exception):
+    if (
+        builtin_base is not None
+        and issubclass(builtin_base, Exception)
+        and not issubclass(builtin_base, _NEVER_A_BASE)
+    ):
         try:
-            return type(identifier, (RemoteError, builtin_base), namespace)
-        except TypeError:  # a built-in whose C layout cannot be mixed in
+            cls = type(identifier, (RemoteError, builtin_base), namespace)
+            cls("a message")  # built-ins such as UnicodeDecodeError need more arguments
+            return cls
+        except Exception:  # a built-in whose C layout or constructor cannot be mixed in
             pass
     return type(identifier, (RemoteError,), namespace)
 
