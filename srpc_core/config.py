@@ -38,6 +38,16 @@ SETTINGS: dict[str, Option] = {
     "timeout": Option(float, minimum=0, exclusive_minimum=True, help="seconds"),
     "max_message_bytes": Option(int, minimum=1, maximum=MAX_MESSAGE_BYTES_LIMIT),
     "send_tracebacks": Option(bool),
+    "max_connections": Option(
+        int, minimum=1, help="connections a server serves at once; more are refused as busy"
+    ),
+    "idle_timeout": Option(
+        float,
+        minimum=0,
+        exclusive_minimum=True,
+        help="seconds a server keeps a silent connection open",
+    ),
+    "max_in_flight": Option(int, minimum=1, help="calls one connection may have running at once"),
 }
 
 #: The keys of ``[srpc.metrics]``: ``path`` is read here (`Config.metrics_path`),
@@ -69,6 +79,11 @@ class Config:
     timeout: float = 30.0
     max_message_bytes: int = 16 * 1024 * 1024
     send_tracebacks: bool = False
+    #: Limits (docs/security.md): connections served at once, seconds a silent connection is
+    #: kept, calls one connection may have running.
+    max_connections: int = 1024
+    idle_timeout: float = 300.0
+    max_in_flight: int = 16
     metrics_path: str = "srpc_server_metrics.log"
     #: The ``[srpc.<name>]`` tables, by name (plugins read their own with `options`).
     tables: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)

@@ -40,12 +40,19 @@ import socket
 import threading
 import time
 from abc import abstractmethod
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
+from srpc_core.ratelimit import LogLimiter
 from srpc_core.transport import Listener
 
 log = logging.getLogger("srpc.listeners")
+#: The default of ``[srpc] max_connections``.
+DEFAULT_MAX_CONNECTIONS = 1024
+#: Seconds `ThreadedListener.back_off` pauses accepting when the system is out of resources.
+BACK_OFF_SECONDS = 0.1
+#: Log lines about the same trouble (per kind, per peer): at most one per 10 s.
+_limited = LogLimiter(period=10.0)
 
 #: A peer as a listener sees it (a connected socket, a session object, ...); hashable.
 Peer = TypeVar("Peer", bound=Hashable)
@@ -57,15 +64,31 @@ class ThreadedListener(Listener, Generic[Peer]):
     Args:
         address, port: what `Listener.address` and `Listener.port` report.
         drain_timeout: the most seconds shutdown waits, in all, for calls in flight.
+        max_connections: the most peers served at once; a peer accepted past it is handed to
+            `refuse` (which tells it the server is busy) instead of getting a thread. None: no
+            limit.
 
     Subclasses implement `accept`, `serve`, `interrupt`, `close_peer` and `stop_accepting`, and
-    may override `closed`.
+    may override `closed` and `refuse`.
+
+    At the operating system's limits the listener degrades instead of failing: a peer whose
+    thread cannot start (the thread limit) is closed and the others are served; `accept`
+    implementations call `back_off` when accepting fails for want of descriptors (EMFILE), so
+    the loop pauses instead of spinning; such events are logged once per 10 s, not per peer.
     """
 
-    def __init__(self, address: str, port: int, *, drain_timeout: float) -> None:
+    def __init__(
+        self,
+        address: str,
+        port: int,
+        *,
+        drain_timeout: float,
+        max_connections: int | None = None,
+    ) -> None:
         self.address = address
         self.port = port
         self.drain_timeout = drain_timeout
+        self.max_connections = max_connections
         self._stopping = threading.Event()
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._wake_reader.setblocking(False)
@@ -106,6 +129,12 @@ class ThreadedListener(Listener, Generic[Peer]):
     def closed(self) -> None:
         """Called once the listening endpoint is closed, before draining (clean up here)."""
 
+    def refuse(self, peer: Peer) -> None:
+        """`peer` came while `max_connections` peers are being served: tell it, if the
+        transport can without waiting, and release it. The default releases it
+        (`close_peer`). Runs in the accept loop: must never block."""
+        self.close_peer(peer)
+
     # -- what subclasses use ---------------------------------------------------------------
 
     @property
@@ -144,6 +173,20 @@ class ThreadedListener(Listener, Generic[Peer]):
         except OSError:  # full (a wake-up is already pending) or closed (serving is over)
             pass
 
+    def back_off(self, reason: str) -> None:
+        """Pause accepting for `BACK_OFF_SECONDS` (or until `shutdown`), logging `reason` at
+        most once per 10 s: for an `accept` that failed because the process or the system is
+        out of something (EMFILE, ENFILE), which accepting again at once would only repeat
+        while burning a CPU."""
+        _limited.warning(
+            log,
+            ("back off", self.address),
+            "srpc: %s; pausing new connections for %g s",
+            reason,
+            BACK_OFF_SECONDS,
+        )
+        self._stopping.wait(BACK_OFF_SECONDS)
+
     def peers(self) -> list[Peer]:
         """The peers being served right now."""
         with self._peers_lock:
@@ -177,16 +220,42 @@ class ThreadedListener(Listener, Generic[Peer]):
     # -- bookkeeping -----------------------------------------------------------------------
 
     def _start(self, peer: Peer) -> None:
-        thread = threading.Thread(target=self._run, args=(peer,), daemon=True)
+        limit = self.max_connections
         with self._peers_lock:
-            self._peers[peer] = thread
+            full = limit is not None and len(self._peers) >= limit
+        if full:
+            _limited.warning(
+                log,
+                ("full", self.address),
+                "srpc: %s is serving its maximum of %d "
+                "connections (max_connections): refusing new ones",
+                self.address,
+                limit,
+            )
+            self._release(peer, self.refuse)
+            return
         try:
+            thread = threading.Thread(target=self._run, args=(peer,), daemon=True)
+            with self._peers_lock:
+                self._peers[peer] = thread
             thread.start()
-        except RuntimeError as exc:  # "can't start new thread": the OS limit; serve the others
-            log.warning("srpc: cannot serve a new peer of %s: %s", self.address, exc)
+        except Exception as exc:  # "can't start new thread": the OS limit; serve the others
             with self._peers_lock:
                 self._peers.pop(peer, None)
-            self.close_peer(peer)
+            _limited.warning(
+                log,
+                ("thread", self.address),
+                "srpc: cannot serve a new peer of %s: %s",
+                self.address,
+                exc,
+            )
+            self._release(peer, self.close_peer)
+
+    def _release(self, peer: Peer, how: Callable[[Peer], None]) -> None:
+        try:
+            how(peer)
+        except Exception:  # a peer already gone, say: the listener goes on
+            log.debug("srpc: releasing a peer of %s failed", self.address, exc_info=True)
 
     def _run(self, peer: Peer) -> None:
         try:
@@ -209,4 +278,5 @@ class ThreadedListener(Listener, Generic[Peer]):
                 log.debug("srpc: interrupting a peer of %s failed", self.address, exc_info=True)
         deadline = time.monotonic() + self.drain_timeout  # for all of them, not each
         for thread in serving.values():
-            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.ident is not None:  # started (a thread that never started is not waited)
+                thread.join(max(0.0, deadline - time.monotonic()))

@@ -16,11 +16,13 @@ srpc's ``tcp`` transport is built from them; so is the example plugin's ``uds`` 
 
 from __future__ import annotations
 
+import errno
 import logging
 import select
 import socket
 import struct
 import sys
+import time
 from collections.abc import Callable
 
 from srpc_core import protocol
@@ -31,7 +33,8 @@ from srpc_core.errors import (
     OversizedFrameError,
     TransportError,
 )
-from srpc_core.listeners import ThreadedListener
+from srpc_core.listeners import DEFAULT_MAX_CONNECTIONS, ThreadedListener
+from srpc_core.ratelimit import LogLimiter
 from srpc_core.transport import Channel, Handler, answer
 
 log = logging.getLogger("srpc.streams")
@@ -39,6 +42,9 @@ HEADER = struct.Struct(">I")
 #: Below this, header and body go out in one system call; above it, copying them together
 #: would cost more than the second call.
 SMALL_MESSAGE = 64 * 1024
+#: The most bytes read (or written) at a time once a message arrives in pieces: memory follows
+#: the bytes that arrived, never the length a peer announced.
+CHUNK = 256 * 1024
 
 
 #: The name v0.1 plugins import (kept so that they work unchanged).
@@ -75,33 +81,145 @@ def send_frame(sock: socket.socket, message: bytes) -> None:
         raise TimeoutError("timed out") from None
 
 
-def recv_frame(sock: socket.socket, max_bytes: int) -> bytes | None:
+def recv_frame(sock: socket.socket, max_bytes: int, timeout: float | None = None) -> bytes | None:
     """Receive one message; None if the peer closed the connection between messages.
 
     Raises `OversizedFrameError` *before* reading a body longer than `max_bytes`, `EOFError` if the
-    peer closed the connection in the middle of a message, and `TimeoutError` from the socket.
+    peer closed the connection in the middle of a message, and `TimeoutError` from the socket, or
+    when `timeout` is given and the message did not arrive whole within `timeout` seconds of its
+    first byte (a peer that trickles a byte now and then cannot hold the connection for ever).
+
+    Memory follows the bytes that arrived: a peer that announces 16 MiB and sends one byte costs
+    one byte (plus a read buffer of at most `CHUNK`), never the length it announced.
     """
-    return _recv_frame(sock, max_bytes, None)
+    return _recv_frame(sock, max_bytes, None, timeout, None)
 
 
 def _recv_frame(
-    sock: socket.socket, max_bytes: int, check_header: Callable[[bytes], None] | None
+    sock: socket.socket,
+    max_bytes: int,
+    check_header: Callable[[bytes], None] | None,
+    timeout: float | None,
+    expires: float | None,
 ) -> bytes | None:
+    """`recv_frame`, checking the header with `check_header` first, and with `expires` (a
+    `time.monotonic` moment) as the deadline of the whole message when it is given.
+
+    The common case costs two system calls: one read for the header and one for the body,
+    which has usually arrived with it. Only a read that comes back short takes the road that
+    tracks the deadline (`_recv_rest`).
+    """
     try:
-        header = _recv_exactly(sock, HEADER.size)
-        if header is None:
-            return None
-        if check_header is not None:
-            check_header(header)
-        (size,) = HEADER.unpack(header)
-        if size > max_bytes:
-            raise OversizedFrameError(size, header)
-        body = _recv_exactly(sock, size)
+        header = sock.recv(HEADER.size)
     except BlockingIOError:  # a kernel timeout (see set_timeout) ran out
         raise TimeoutError("timed out") from None
-    if body is None:
+    if len(header) != HEADER.size:
+        if not header:
+            return None
+        if expires is None and timeout is not None:
+            expires = time.monotonic() + timeout  # the message has begun
+        header = _recv_rest(sock, header, HEADER.size, expires, timeout)
+    if check_header is not None:
+        check_header(header)
+    (size,) = HEADER.unpack(header)
+    if size > max_bytes:
+        raise OversizedFrameError(size, header)
+    if size == 0:
+        return b""
+    first = _recv_available(sock, min(size, CHUNK), expires is not None or timeout is not None)
+    if len(first) == size:
+        return first
+    if expires is None and timeout is not None:
+        expires = time.monotonic() + timeout
+    return _recv_rest(sock, first, size, expires, timeout)
+
+
+def _recv_available(sock: socket.socket, size: int, deadline: bool) -> bytes:
+    """Up to `size` bytes. With a `deadline` to keep (and MSG_DONTWAIT), only what has already
+    arrived (possibly nothing): the wait, if any, is `_recv_rest`'s, bounded by the deadline."""
+    try:
+        if deadline and _DONTWAIT is not None:
+            return sock.recv(size, _DONTWAIT)
+        data = sock.recv(size)
+    except BlockingIOError:  # nothing yet (MSG_DONTWAIT), or a kernel timeout ran out
+        if deadline and _DONTWAIT is not None:
+            return b""
+        raise TimeoutError("timed out") from None
+    if not data:
         raise EOFError("the peer closed the connection in the middle of a message")
-    return body
+    return data
+
+
+def _recv_rest(
+    sock: socket.socket, first: bytes, size: int, expires: float | None, timeout: float | None
+) -> bytes:
+    """`first` completed to `size` bytes, read by chunks of at most `CHUNK` as they arrive, all
+    of them by `expires` (when it is given)."""
+    buffer = bytearray(first)
+    while len(buffer) < size:
+        if expires is not None:
+            _wait_readable(sock, expires, timeout)
+        try:
+            chunk = sock.recv(min(size - len(buffer), CHUNK))
+        except BlockingIOError:  # a kernel timeout ran out
+            raise TimeoutError("timed out") from None
+        if not chunk:
+            raise EOFError("the peer closed the connection in the middle of a message")
+        buffer += chunk
+    return bytes(buffer)
+
+
+def _wait_readable(sock: socket.socket, expires: float, timeout: float | None) -> None:
+    """Return when `sock` has bytes (or an end of file) to read; `TimeoutError` at `expires`."""
+    left = expires - time.monotonic()
+    if left > 0:
+        if hasattr(select, "poll"):  # any descriptor number (select() stops at 1024)
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            if poller.poll(left * 1000):
+                return
+        elif select.select([sock], [], [], left)[0]:
+            return
+    raise TimeoutError(f"the message did not arrive whole within {timeout} s of its first byte")
+
+
+def _send_by(sock: socket.socket, data: bytes, expires: float) -> None:
+    """Send `data` completely by `expires` (a peer that stops reading cannot hold us longer)."""
+    if _DONTWAIT is None:
+        sock.sendall(data)
+        return
+    view = memoryview(data)
+    while view:
+        try:
+            sent = sock.send(view[:CHUNK], _DONTWAIT)
+        except BlockingIOError:
+            _wait_writable(sock, expires)
+            continue
+        view = view[sent:]
+
+
+def _wait_writable(sock: socket.socket, expires: float) -> None:
+    left = expires - time.monotonic()
+    if left > 0:
+        poller = select.poll()
+        poller.register(sock, select.POLLOUT)
+        if poller.poll(left * 1000):
+            return
+    raise TimeoutError("the peer did not read the message in time")
+
+
+def send_frame_by(sock: socket.socket, message: bytes, expires: float) -> None:
+    """`send_frame`, all of it by `expires` (a `time.monotonic` moment), for messages large
+    enough that a peer that stops reading could otherwise hold the sender: small ones go out
+    in one system call, as with `send_frame`."""
+    if len(message) < SMALL_MESSAGE:
+        send_frame(sock, message)
+        return
+    try:
+        _send_by(sock, HEADER.pack(len(message)), expires)
+        _send_by(sock, message, expires)
+    except BlockingIOError:  # a kernel timeout (see set_timeout) ran out
+        raise TimeoutError("timed out") from None
 
 
 #: What other protocols' peers send first, and their names: see `identify_protocol`.
@@ -137,28 +255,11 @@ def identify_protocol(data: bytes) -> str | None:
     return None
 
 
-def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
-    """`size` bytes, or None if the connection ends before the first byte."""
-    if size == 0:
-        return b""
-    first = sock.recv(size)  # usually the whole message: no buffer to assemble
-    if len(first) == size:
-        return first
-    if not first:
-        return None
-    buffer = bytearray(size)
-    buffer[: len(first)] = first
-    view, received = memoryview(buffer), len(first)
-    while received < size:
-        count = sock.recv_into(view[received:])
-        if count == 0:
-            raise EOFError("the peer closed the connection in the middle of a message")
-        received += count
-    return bytes(buffer)
-
-
-_DONTWAIT = getattr(socket, "MSG_DONTWAIT", None)
-_PEEK_FLAGS = None if _DONTWAIT is None else socket.MSG_PEEK | _DONTWAIT
+_MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", None)
+_PEEK_FLAGS = None if _MSG_DONTWAIT is None else socket.MSG_PEEK | _MSG_DONTWAIT
+#: Reads and writes that return at once, for the roads that keep a deadline: only where
+#: sockets are blocking with kernel timeouts (a Python-level socket timeout would wait first).
+_DONTWAIT = _MSG_DONTWAIT if KERNEL_TIMEOUTS else None
 
 
 class StreamChannel(Channel):
@@ -180,16 +281,24 @@ class StreamChannel(Channel):
         self.answered = False  # whether a reply has come on this connection yet
 
     def request(self, message: bytes, timeout: float) -> bytes:
+        """Send `message` and return the reply, all of it within `timeout` seconds: a server
+        that trickles its reply a byte at a time cannot hold the caller longer."""
+        expires = time.monotonic() + timeout
         if timeout != self._timeout:  # setting it costs system calls: only when it changes
             set_timeout(self.sock, timeout)
             self._timeout = timeout
         try:
             if self.answered:
-                send_frame(self.sock, message)
-                reply = recv_frame(self.sock, self.max_bytes)
+                send_frame_by(self.sock, message, expires)
+                check = None
             else:
-                send_frame(self.sock, _ended_by_a_line_break(message))
-                reply = _recv_frame(self.sock, self.max_bytes, self._check_first_reply)
+                send_frame_by(self.sock, _ended_by_a_line_break(message), expires)
+                check = self._check_first_reply
+            if expires - time.monotonic() < timeout - 0.001:
+                # Sending took time (a large request, a server slow to read): the wait for the
+                # reply gets what is left, not a whole `timeout` of its own.
+                _wait_readable(self.sock, expires, timeout)
+            reply = _recv_frame(self.sock, self.max_bytes, check, timeout, expires)
         except _ForeignPeer as exc:
             raise self.foreign_peer(exc.name) from None
         except OversizedFrameError as exc:
@@ -265,7 +374,8 @@ class StreamListener(ThreadedListener[socket.socket]):
     """Serves a bound, listening stream socket: one thread per connection.
 
     Built on `srpc_core.listeners.ThreadedListener`, which holds the accept loop, the threads'
-    bookkeeping and the draining shutdown; this class adds sockets and framing.
+    bookkeeping, the connection limit and the draining shutdown; this class adds sockets and
+    framing.
 
     Args:
         sock: the bound socket, already listening.
@@ -274,6 +384,11 @@ class StreamListener(ThreadedListener[socket.socket]):
         max_bytes: `max_message_bytes`.
         idle_timeout: seconds a silent connection is kept.
         drain_timeout: seconds shutdown waits for calls in flight.
+        message_timeout: seconds a message may take to arrive whole from its first byte (and
+            a reply to be taken by the peer); None: `drain_timeout` (srpc passes ``[srpc]
+            timeout`` for both).
+        max_connections: connections served at once; past it a new connection is answered
+            with a ``busy`` control error and closed. None: no limit.
     """
 
     def __init__(
@@ -286,19 +401,31 @@ class StreamListener(ThreadedListener[socket.socket]):
         max_bytes: int,
         idle_timeout: float,
         drain_timeout: float,
+        message_timeout: float | None = None,
+        max_connections: int | None = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
-        super().__init__(address, port, drain_timeout=drain_timeout)
+        super().__init__(
+            address, port, drain_timeout=drain_timeout, max_connections=max_connections
+        )
         self._sock = sock
         self._handler = handler
         self._max_bytes = max_bytes
         self._idle_timeout = idle_timeout
         self._drain_timeout = drain_timeout
+        self._message_timeout = drain_timeout if message_timeout is None else message_timeout
 
     def closed(self) -> None:
         """Called once the listening socket is closed (a Unix socket removes its file here)."""
 
     def refusal(self, exc: OversizedFrameError) -> str:
-        """What to tell a peer whose message is too large (transports may recognise more)."""
+        """What to tell a peer whose message is too large (transports may recognise more).
+
+        A peer of another protocol (HTTP, TLS, SSH, ZeroMQ: `identify_protocol`) announces a
+        huge length with its first bytes; it is told what it reached instead.
+        """
+        name = identify_protocol(exc.header)
+        if name is not None:
+            return f"this is an srpc server at {self.address}; the client speaks {name}"
         return f"a {exc.size}-byte message exceeds max_message_bytes ({self._max_bytes})"
 
     # -- ThreadedListener ------------------------------------------------------------------
@@ -308,8 +435,11 @@ class StreamListener(ThreadedListener[socket.socket]):
             return None
         try:
             conn, _ = self._sock.accept()
-        except OSError as exc:  # e.g. EMFILE: keep serving the connections we have
-            log.warning("srpc: accept failed on %s: %s", self.address, exc)
+        except OSError as exc:
+            if exc.errno in OUT_OF_RESOURCES:  # EMFILE, ENFILE...: let connections go first
+                self.back_off(f"accepting on {self.address}: {exc.strerror or exc}")
+            else:  # e.g. a connection reset before it was accepted
+                _limited.info(log, ("accept", exc.errno), "srpc: accept failed: %s", exc)
             return None
         return conn
 
@@ -318,19 +448,52 @@ class StreamListener(ThreadedListener[socket.socket]):
             if conn.family in (socket.AF_INET, socket.AF_INET6):  # EINVAL on macOS if reset
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             set_timeout(conn, self._idle_timeout)
+            timeout = self._message_timeout
             while not self.stopping:
                 try:
-                    message = recv_frame(conn, self._max_bytes)
+                    message = _recv_frame(conn, self._max_bytes, None, timeout, None)
                 except OversizedFrameError as exc:
                     error = self.refusal(exc)
-                    log.warning("srpc: closing a connection to %s: %s", self.address, error)
-                    send_frame(conn, protocol.control_error(error))
+                    _limited.warning(
+                        log,
+                        ("oversized", _peer_host(conn)),
+                        "srpc: closing a connection from %s to %s: %s",
+                        _peer_name(conn),
+                        self.address,
+                        error,
+                    )
+                    foreign = identify_protocol(exc.header) is not None
+                    code = protocol.Code.MISMATCH if foreign else protocol.Code.TOO_LARGE
+                    send_frame(conn, protocol.control_error(error, code))
                     return  # the unread body makes the connection unusable
                 if message is None:
                     return  # the client hung up
-                send_frame(conn, answer(self._handler, message, self._max_bytes))
+                reply = answer(self._handler, message, self._max_bytes)
+                send_frame_by(conn, reply, time.monotonic() + timeout)
         except (OSError, EOFError) as exc:  # idle timeout, reset, truncated message, shutdown
             log.debug("srpc: connection to %s ended: %s", self.address, exc)
+
+    def refuse(self, conn: socket.socket) -> None:
+        """Past `max_connections`: a ``busy`` control error, without waiting, then close."""
+        try:
+            _drain_input(conn)  # closing with unread input would reset, losing our answer
+            message = protocol.control_error(
+                f"the server at {self.address} is serving its maximum of "
+                f"{self.max_connections} connections: try again later",
+                protocol.Code.BUSY,
+            )
+            data = HEADER.pack(len(message)) + message
+            if _MSG_DONTWAIT is not None:
+                conn.send(data, _MSG_DONTWAIT)
+            else:
+                conn.setblocking(False)
+                conn.send(data)
+            conn.shutdown(socket.SHUT_WR)
+            _drain_input(conn)
+        except OSError:
+            pass
+        finally:
+            conn.close()
 
     def interrupt(self, conn: socket.socket) -> None:
         try:
@@ -343,3 +506,42 @@ class StreamListener(ThreadedListener[socket.socket]):
 
     def stop_accepting(self) -> None:
         self._sock.close()
+
+
+#: Errors of accept() that mean the process or the system is out of something (descriptors,
+#: buffers): accepting again at once would fail again.
+OUT_OF_RESOURCES = frozenset(
+    code
+    for code in (getattr(errno, name, None) for name in ("EMFILE", "ENFILE", "ENOBUFS", "ENOMEM"))
+    if code is not None
+)
+#: Log lines about one peer (or one kind of failure): at most one per 10 s each.
+_limited = LogLimiter(period=10.0)
+
+
+def _peer_name(conn: socket.socket) -> str:
+    try:
+        name = conn.getpeername()
+    except OSError:
+        return "a peer"
+    if isinstance(name, tuple):
+        return f"{name[0]}:{name[1]}"
+    return str(name) or "a local peer"
+
+
+def _peer_host(conn: socket.socket) -> str:
+    try:
+        name = conn.getpeername()
+    except OSError:
+        return ""
+    return str(name[0]) if isinstance(name, tuple) else str(name)
+
+
+def _drain_input(conn: socket.socket) -> None:
+    """Read and drop whatever `conn` has received so far, without waiting."""
+    for _ in range(16):
+        try:
+            if _MSG_DONTWAIT is None or not conn.recv(65536, _MSG_DONTWAIT):
+                return
+        except OSError:  # nothing more (BlockingIOError) or reset
+            return

@@ -61,12 +61,26 @@ class TransportSettings:
             Check it with ``PluginOptions.wrap(settings.options, name).check({...})``.
         max_message_bytes: the largest message either side may send; a transport must refuse a
             larger incoming message *before* allocating memory for it.
-        timeout: seconds to wait for a connection or a response before giving up.
+        timeout: seconds to wait for a connection or a response before giving up; on a
+            server, also the most seconds a message may take to arrive whole from its first
+            byte.
+        max_connections: ``[srpc] max_connections``: connections a server serves at once;
+            past it a new connection gets a ``busy`` control error and is closed.
+        idle_timeout: ``[srpc] idle_timeout``: seconds a server keeps a silent connection (a
+            transport's own ``idle_timeout`` option, where it has one, overrides it).
+        max_in_flight: ``[srpc] max_in_flight``: calls one connection may have running at
+            once (a threaded stream listener runs one at a time, which is within any limit).
+
+    Fields after `timeout` were added in 0.2 with defaults, so code that builds settings the
+    v0.1 way keeps working.
     """
 
     options: Mapping[str, Any] = field(default_factory=dict)
     max_message_bytes: int = 16 * 1024 * 1024
     timeout: float = 30.0
+    max_connections: int = 1024
+    idle_timeout: float = 300.0
+    max_in_flight: int = 16
 
 
 @dataclass(frozen=True)

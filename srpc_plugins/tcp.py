@@ -6,8 +6,10 @@ every read. Server: a thread per connection (a slow call holds up nobody else) w
 that lets calls in flight finish. Framing, channel and listener come from `srpc_core.streams`;
 this module adds TCP addressing and recognises a ZeroMQ peer on the other end.
 
-Options (``[srpc.tcp]``): ``idle_timeout`` (seconds a server keeps a silent connection,
-default 300), ``backlog`` (listen backlog, default 128).
+Options (``[srpc.tcp]``): ``idle_timeout`` (seconds a server keeps a silent connection;
+overrides ``[srpc] idle_timeout``, default 300), ``backlog`` (listen backlog, default 128).
+The limits of ``[srpc]`` apply: ``max_connections``, ``timeout`` (also the most a message may
+take to arrive whole from its first byte), ``max_message_bytes``.
 """
 
 from __future__ import annotations
@@ -17,18 +19,17 @@ import socket
 from srpc_core.errors import MismatchError, OversizedFrameError, ServerUnavailableError
 from srpc_core.hookspecs import RegisterTransport, hookimpl
 from srpc_core.options import Option, PluginOptions
-from srpc_core.streams import StreamChannel, StreamListener
+from srpc_core.streams import StreamChannel, StreamListener, identify_protocol
 from srpc_core.transport import Channel, Handler, Listener, Transport, TransportSettings
 
-ZMTP_SIGNATURE_FIRST_BYTE = 0xFF  # every ZeroMQ peer opens with it
 #: The ``[srpc.tcp]`` table.
 OPTIONS = {
     "idle_timeout": Option(
         float,
-        default=300.0,
+        default=None,
         minimum=0,
         exclusive_minimum=True,
-        help="seconds a server keeps a silent connection open",
+        help="seconds a server keeps a silent connection open; overrides [srpc] idle_timeout",
     ),
     "backlog": Option(int, default=128, minimum=1, maximum=65535, help="the listen backlog"),
 }
@@ -42,7 +43,8 @@ class TcpTransport(Transport):
     def __init__(self, settings: TransportSettings) -> None:
         super().__init__(settings)
         options = PluginOptions.wrap(settings.options, self.name).check(OPTIONS)
-        self.idle_timeout: float = options["idle_timeout"]
+        idle_timeout = options["idle_timeout"]
+        self.idle_timeout: float = settings.idle_timeout if idle_timeout is None else idle_timeout
         self.backlog: int = options["backlog"]
 
     def connect(self, host: str, port: int, timeout: float) -> Channel:
@@ -72,24 +74,22 @@ class TcpTransport(Transport):
             max_bytes=self.settings.max_message_bytes,
             idle_timeout=self.idle_timeout,
             drain_timeout=self.settings.timeout,
+            message_timeout=self.settings.timeout,
+            max_connections=self.settings.max_connections,
         )
 
 
 class TcpChannel(StreamChannel):
-    """One client connection; explains a ZeroMQ server on the other end."""
+    """One client connection; explains a ZeroMQ server that resets it during the hello.
 
-    def oversized_reply(self, exc: OversizedFrameError) -> Exception:
-        if exc.header[0] == ZMTP_SIGNATURE_FIRST_BYTE:
-            return MismatchError(
-                f"the server at {self.address} speaks ZeroMQ (transport 'zmq') but this client "
-                "uses transport 'tcp': set the same transport in srpc.toml on both sides"
-            )
-        return super().oversized_reply(exc)
+    (A ZeroMQ server that answers with its greeting is recognised by `StreamChannel` itself:
+    `identify_protocol` on the first reply.)
+    """
 
     def broken(self, exc: OSError | EOFError) -> Exception:
         if isinstance(exc, ConnectionResetError) and not self.answered:
             # A ZeroMQ server often reads the hello before its greeting went out, and resets
-            # the connection without sending the 0xFF byte `oversized_reply` recognises.
+            # the connection without sending the 0xFF byte `identify_protocol` recognises.
             return MismatchError(
                 f"the server at {self.address} reset the connection instead of answering the "
                 "srpc hello: it probably speaks ZeroMQ (transport 'zmq'), while this client "
@@ -102,7 +102,7 @@ class TcpListener(StreamListener):
     """The TCP server; explains the mismatch to a ZeroMQ client."""
 
     def refusal(self, exc: OversizedFrameError) -> str:
-        if exc.header[0] == ZMTP_SIGNATURE_FIRST_BYTE:
+        if identify_protocol(exc.header) == "ZeroMQ":
             return (
                 f"this is an srpc server with transport 'tcp' at {self.address}; the client "
                 "speaks ZeroMQ (transport 'zmq'): set the same transport in srpc.toml on both sides"

@@ -261,7 +261,7 @@ class Echo(EchoInterface):
         (
             "idle_timeout = 'abc'",
             "idle_timeout = 'abc' is invalid: expected a number greater than 0 (seconds a "
-            "server keeps a silent connection open)",
+            "server keeps a silent connection open; overrides [srpc] idle_timeout)",
         ),
         ("idle_timeout = -1", "idle_timeout = -1 is invalid: expected a number greater than 0"),
         ("idle_timeout = 0", "idle_timeout = 0 is invalid: expected a number greater than 0"),
