@@ -28,6 +28,7 @@ from typing import Any
 
 from srpc_core import protocol
 from srpc_core.config import Config, load_config, resolve_host
+from srpc_core.convert import ProcedurePlan, plan_service
 from srpc_core.deadline import Deadline
 from srpc_core.errors import (
     CallTimeoutError,
@@ -76,6 +77,9 @@ class _BaseClient:
         self.service = read_interface(interface)
         self._plugins = plugins or get_plugins()
         self._codec, self._transport = self._plugins.for_config(cfg)
+        #: How each procedure's arguments and result are converted (InterfaceError here for
+        #: an annotation srpc cannot carry).
+        self._plans = plan_service(self.service, self._codec, self._plugins.type_adapters())
         host = resolve_host(cfg.host)
         self._endpoint = Endpoint(host, cfg.port, self.service.name, self.service.dotted_name)
         self.address = self._transport.url(host, cfg.port)
@@ -92,13 +96,15 @@ class _BaseClient:
 
     def _procedure(
         self, procedure: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Procedure:
-        """The procedure called, its arguments checked against the interface's signature."""
-        spec = self.service.procedures.get(procedure)
-        if spec is None:
+    ) -> tuple[ProcedurePlan, tuple[Any, ...] | list[Any], dict[str, Any]]:
+        """The plan of the procedure called and the arguments' wire forms, checked against
+        the interface's signature and annotations (`TypeError` before anything is sent)."""
+        plan = self._plans.get(procedure)
+        if plan is None:
             raise UnknownProcedureError(f"{self.service.name} declares no procedure {procedure!r}")
-        spec.check_arguments(args, kwargs)
-        return spec
+        plan.procedure.check_arguments(args, kwargs)
+        wire_args, wire_kwargs = plan.arguments_to_wire(args, kwargs)
+        return plan, wire_args, wire_kwargs
 
     def _accept_hello(self, reply: bytes) -> None:
         """Read the server's hello reply and remember the session and procedures it gives."""
@@ -128,7 +134,7 @@ class _BaseClient:
         self,
         call_id: int,
         spec: Procedure,
-        args: tuple[Any, ...],
+        args: tuple[Any, ...] | list[Any],
         kwargs: dict[str, Any],
         metadata: Mapping[str, Any] | None,
     ) -> bytes:
@@ -189,23 +195,24 @@ class Client(_BaseClient):
     ) -> Any:
         """Call `procedure` remotely and return its result, or raise its exception.
 
-        Arguments that do not fit the interface's signature raise `TypeError` before anything
-        is sent. The whole call (connecting, the hello, sending, waiting) takes at most
-        `timeout` seconds, then raises `CallTimeoutError`. `metadata` entries travel with the
-        request (docs/protocol.md).
+        Arguments that do not fit the interface's signature or annotations raise `TypeError`
+        before anything is sent; the result comes back as the return annotation says (as it
+        came, when it does not fit). The whole call (connecting, the hello, sending, waiting)
+        takes at most `timeout` seconds, then raises `CallTimeoutError`. `metadata` entries
+        travel with the request (docs/protocol.md).
         """
-        kwargs = kwargs or {}
-        spec = self._procedure(procedure, args, kwargs)
+        plan, wire_args, wire_kwargs = self._procedure(procedure, args, kwargs or {})
+        spec = plan.procedure
         deadline = Deadline(self._timeout, procedure, self.address)
         try:
-            ok, value = self._call(spec, args, kwargs, metadata, deadline)
+            ok, value = self._call(spec, wire_args, wire_kwargs, metadata, deadline)
         except SessionError:
             # The server refused our session before running anything (it restarted with other
             # settings, say): a fresh hello and one more try are safe.
             self.close()
-            ok, value = self._call(spec, args, kwargs, metadata, deadline)
+            ok, value = self._call(spec, wire_args, wire_kwargs, metadata, deadline)
         if ok:
-            return value
+            return plan.result_from_wire(value)
         self._raise_error(value)
 
     def with_options(self, *, timeout: float | None = None) -> Client:
@@ -232,7 +239,7 @@ class Client(_BaseClient):
     def _call(
         self,
         spec: Procedure,
-        args: tuple[Any, ...],
+        args: tuple[Any, ...] | list[Any],
         kwargs: dict[str, Any],
         metadata: Mapping[str, Any] | None,
         deadline: Deadline,

@@ -16,8 +16,9 @@ from typing import Any
 
 from srpc_core import protocol
 from srpc_core.codec import Codec
+from srpc_core.convert import NO_ADAPTERS, ProcedurePlan, TypeAdapters, plan_service
 from srpc_core.errors import EncodeError, ErrorContext, ProtocolError, UnknownProcedureError
-from srpc_core.interface import Procedure, Service
+from srpc_core.interface import Service
 from srpc_core.observer import CallObserver
 from srpc_core.protocol import Code, WireError
 from srpc_core.session import SessionKeeper, default_session_key
@@ -37,6 +38,9 @@ class Dispatcher:
         error_to_wire: describes a raised exception for the error response.
         send_tracebacks: whether error responses may carry the server's traceback.
         sessions: the session keeper (default: one keyed by the service's settings).
+        types: the types plugins taught srpc (`Plugins.type_adapters`).
+
+    Raises `InterfaceError` when an annotation names a type srpc cannot carry.
     """
 
     def __init__(
@@ -48,13 +52,14 @@ class Dispatcher:
         error_to_wire: ErrorToWire,
         send_tracebacks: bool = False,
         sessions: SessionKeeper | None = None,
+        types: TypeAdapters = NO_ADAPTERS,
     ) -> None:
         self.service = service
         self.codec = codec
         self.transport_name = transport_name
-        self.table: dict[str, tuple[Callable[..., Any], Procedure]] = {
-            name: (getattr(implementation, name), procedure)
-            for name, procedure in service.procedures.items()
+        plans = plan_service(service, codec, types)
+        self.table: dict[str, tuple[Callable[..., Any], ProcedurePlan]] = {
+            name: (getattr(implementation, name), plans[name]) for name in service.procedures
         }
         self.sessions = sessions or SessionKeeper(default_session_key(service.name, codec.name))
         self._error_to_wire = error_to_wire
@@ -94,7 +99,13 @@ class Dispatcher:
                 return self._error_response(call_id, protocol.expired_error(name))
         return self._call(call_id, name, args, kwargs)
 
-    def _call(self, call_id: int, name: str, args: list[Any], kwargs: dict[str, Any]) -> bytes:
+    def _call(
+        self,
+        call_id: int,
+        name: str,
+        args: list[Any] | tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> bytes:
         for observer in self._start_observers:
             observer.call_started(name)
         started = perf_counter()
@@ -103,9 +114,10 @@ class Dispatcher:
             entry = self.table.get(name)
             if entry is None:
                 raise UnknownProcedureError(self._unknown_message(name))
-            function, procedure = entry
-            procedure.check_arguments(args, kwargs)
-            result = function(*args, **kwargs)
+            function, plan = entry
+            plan.procedure.check_arguments(args, kwargs)
+            args, kwargs = plan.arguments_from_wire(args, kwargs)
+            result = plan.result_to_wire(function(*args, **kwargs))
         except BaseException as exc:  # the implementation's errors belong to the caller
             error = exc
             response = self._error_response(call_id, exc)

@@ -32,6 +32,14 @@ RegisterObserver = Callable[["CallObserver"], None]
 #: ``register(name, help, configure, run)``: add a ``srpc <name>`` subcommand;
 #: `configure(parser)` adds arguments to an argparse parser, `run(args)` returns an exit code.
 RegisterCommand = Callable[[str, str, Callable[[Any], None], Callable[[Any], int]], None]
+#: ``register(type_or_predicate, to_wire, from_wire)``: teach srpc a type for annotations.
+#: `type_or_predicate` is a class (its subclasses match too) or ``matches(cls) -> bool``;
+#: ``to_wire(value)`` returns what msgspec can carry (a dict, a str...), ``from_wire(cls, data)``
+#: builds an instance of `cls` from it (raising ValueError or TypeError for data that does
+#: not fit).
+RegisterType = Callable[
+    [type | Callable[[type], bool], Callable[[Any], Any], Callable[[type, Any], Any]], None
+]
 
 
 @hookspec
@@ -80,3 +88,13 @@ def srpc_register_call_observers(register: RegisterObserver, server: ServerInfo)
 @hookspec
 def srpc_register_commands(register: RegisterCommand) -> None:
     """Add subcommands to the ``srpc`` command line (the zmq plugin adds ``srpc broker``)."""
+
+
+@hookspec
+def srpc_register_types(register: RegisterType) -> None:
+    """Teach srpc types the interface's annotations may use beyond those it knows
+    (docs/types.md): ``register(BaseModel, to_wire, from_wire)``.
+
+    Called once per process, the first time a client, a server or the stub generator needs
+    the adapters. The first registration whose class or predicate matches a type wins.
+    """

@@ -12,7 +12,7 @@ import inspect
 import typing
 from abc import ABCMeta
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FunctionType
 from typing import Any, TypeVar
 
@@ -49,6 +49,7 @@ class Procedure:
         idempotent: whether the interface marks it ``@srpc_core.idempotent``.
         fingerprint: a digest of the name, parameters (names, kinds, defaults, annotations)
             and return annotation; client and server compare them to detect interface drift.
+        function: the interface's method (for `type_hints`), or None.
     """
 
     name: str
@@ -59,6 +60,25 @@ class Procedure:
     simple: bool
     idempotent: bool = False
     fingerprint: str = ""
+    function: Any = field(default=None, compare=False, repr=False)
+
+    def type_hints(self) -> dict[str, Any]:
+        """The resolved annotations of the parameters and ``return`` (``Annotated`` kept).
+
+        Raises `InterfaceError` naming the procedure when an annotation does not resolve (a
+        name imported only under ``TYPE_CHECKING``, a typo in a string annotation).
+        """
+        if self.function is None:
+            return {}
+        try:
+            return typing.get_type_hints(self.function, include_extras=True)
+        except Exception as exc:
+            raise InterfaceError(
+                f"{self.name}(): an annotation of {self.name}{self.signature} does not "
+                f"resolve ({type(exc).__name__}: {exc}); srpc converts values by the "
+                "annotations, so every name they use must be importable from the interface's "
+                "module at run time"
+            ) from None
 
     @property
     def signature_text(self) -> str:
@@ -161,6 +181,7 @@ def _read_procedure(interface: type, name: str) -> Procedure:
         doc=inspect.getdoc(function),
         idempotent=bool(getattr(function, _IDEMPOTENT_MARK, False)),
         fingerprint=_fingerprint(name, signature.replace(parameters=parameters), function),
+        function=function,
         min_positional=required,
         max_positional=len(parameters),
         simple=simple,

@@ -22,6 +22,7 @@ import pluggy
 from srpc_core import hookspecs
 from srpc_core.codec import Codec
 from srpc_core.config import Config
+from srpc_core.convert import TypeAdapter, TypeAdapters
 from srpc_core.errors import ConfigError, ErrorContext, PluginConflictError, PluginError
 from srpc_core.observer import CallObserver, ServerInfo
 from srpc_core.protocol import WireError
@@ -220,6 +221,22 @@ class Plugins:
         """The exception an error response stands for (the `srpc_error_from_wire` hook)."""
         exc: BaseException = self.manager.hook.srpc_error_from_wire(error=error, context=context)
         return exc
+
+    def type_adapters(self) -> TypeAdapters:
+        """The types plugins taught srpc (the `srpc_register_types` hook), collected once."""
+        adapters: TypeAdapters | None = getattr(self, "_type_adapters", None)
+        if adapters is None:
+            found: list[TypeAdapter] = []
+            for impl in self.manager.hook.srpc_register_types.get_hookimpls():
+
+                def register(
+                    matcher: Any, to_wire: Any, from_wire: Any, plugin: str = impl.plugin_name
+                ) -> None:
+                    found.append(TypeAdapter(matcher, to_wire, from_wire, plugin))
+
+                impl.function(register=register)
+            adapters = self._type_adapters = TypeAdapters(tuple(found))
+        return adapters
 
     def call_observers(self, server: ServerInfo) -> list[CallObserver]:
         """Ask every plugin for the observers of a starting server."""

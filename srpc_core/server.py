@@ -56,6 +56,7 @@ class Server:
             cfg.transport,
             self._plugins.error_to_wire,
             cfg.send_tracebacks,
+            types=self._plugins.type_adapters(),
         )
         self._listener: Listener | None = None
         self._serving = threading.Event()
