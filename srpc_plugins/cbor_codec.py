@@ -19,7 +19,19 @@ attacker build maps whose hashes collide), duplicate keys and bytes after the me
 refused. Nothing is ever imported or executed because of what the data says. (CBOR's
 ``undefined`` and simple values decode to cbor2's inert marker objects; encoding refuses them.)
 
-Options (``[srpc.cbor]``): ``max_depth`` (deepest nesting of arrays and maps accepted).
+Decoding budgets (a message is refused with a `DecodeError` before it costs more):
+
+* ``max_bignum_bytes`` (default 1024): the longest big integer (tags 2 and 3) accepted, in
+  bytes. Arithmetic on huge integers is slow and holds the GIL (two 1 MiB integers multiplied
+  stall every other call for seconds); 1024 bytes (2,466 decimal digits) stays within Python's
+  own limit on converting integers to text (4,300 digits).
+* ``max_containers`` (default 1,000,000): the most arrays and maps in one message. An empty
+  array is one byte of CBOR but some 60 bytes of Python objects, so a message of nothing else
+  would cost 75 times its size in memory; the budget bounds that (about 100 MB at most). It is
+  checked before decoding, at the cost of a byte count when the message could not exceed it.
+
+Options (``[srpc.cbor]``): ``max_depth`` (deepest nesting of arrays and maps accepted, default
+256), ``max_bignum_bytes``, ``max_containers``.
 """
 
 from __future__ import annotations
@@ -46,6 +58,8 @@ SELF_DESCRIBE_TAG = 55799
 #: Tags cbor2 decodes into Python objects on its own; each is refused explicitly.
 CBOR2_BUILTIN_TAGS = (4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261, 1004)
 DEFAULT_MAX_DEPTH = 256
+DEFAULT_MAX_BIGNUM_BYTES = 1024
+DEFAULT_MAX_CONTAINERS = 1_000_000
 #: The ``[srpc.cbor]`` table.
 OPTIONS = {
     "max_depth": Option(
@@ -55,7 +69,21 @@ OPTIONS = {
         maximum=10_000,
         help="the deepest nesting of arrays and maps accepted",
     ),
+    "max_bignum_bytes": Option(
+        int,
+        default=DEFAULT_MAX_BIGNUM_BYTES,
+        minimum=8,
+        help="the longest big integer accepted, in bytes",
+    ),
+    "max_containers": Option(
+        int,
+        default=DEFAULT_MAX_CONTAINERS,
+        minimum=1,
+        help="the most arrays and maps accepted in one message",
+    ),
 }
+#: The first bytes of arrays and maps (major types 4 and 5).
+CONTAINER_HEADS = bytes(range(0x80, 0xC0))
 #: Types cbor2 would encode natively that srpc does not carry (the peer would refuse them).
 REFUSED_TYPES: tuple[type, ...] = (
     set,
@@ -97,6 +125,8 @@ class CborCodec(Codec):
                 "codec 'cbor' needs cbor2 6 or later: pip install --upgrade 'srpclib[cbor]'"
             )
         self._max_depth: int = checked["max_depth"]
+        self._max_bignum_bytes: int = checked["max_bignum_bytes"]
+        self._max_containers: int = checked["max_containers"]
         self._cbor2 = cbor2
         self._encoders = self._build_encoders(cbor2)
         self._tag_decoders: dict[int, Callable[[Any, bool], Any]] = {
@@ -105,6 +135,8 @@ class CborCodec(Codec):
         # cbor2's own decoder for the self-describe marker freezes the value (lists become
         # tuples); the marker means nothing, so hand the value through as it is.
         self._tag_decoders[SELF_DESCRIBE_TAG] = _pass_through
+        self._tag_decoders[2] = self._positive_bignum
+        self._tag_decoders[3] = self._negative_bignum
 
     def encode(self, message: Any) -> bytes:
         try:
@@ -117,6 +149,8 @@ class CborCodec(Codec):
         return data
 
     def decode(self, data: bytes) -> Any:
+        if len(data) > self._max_containers:  # a message this short cannot exceed the budget
+            self._check_containers(data)
         stream = io.BytesIO(data)
         decoder = self._cbor2.CBORDecoder(
             stream,
@@ -138,6 +172,35 @@ class CborCodec(Codec):
             )
         return message
 
+    def _check_containers(self, data: bytes) -> None:
+        """Refuse a message of more than `max_containers` arrays and maps, before decoding."""
+        budget = self._max_containers
+        # Every array and map starts with one of CONTAINER_HEADS: counting those bytes is an
+        # upper bound (strings and numbers may hold them too), found at C speed.
+        if len(data) - len(data.translate(None, CONTAINER_HEADS)) <= budget:
+            return
+        if _count_containers(data, budget) > budget:
+            raise DecodeError(
+                f"not accepted: the message holds more than {budget} arrays and maps "
+                "(max_containers in [srpc.cbor])"
+            )
+
+    def _positive_bignum(self, value: Any, immutable: bool) -> int:
+        return int.from_bytes(self._bignum_bytes(value), "big")
+
+    def _negative_bignum(self, value: Any, immutable: bool) -> int:
+        return -1 - int.from_bytes(self._bignum_bytes(value), "big")
+
+    def _bignum_bytes(self, value: Any) -> bytes:
+        if not isinstance(value, bytes):
+            raise DecodeError("CBOR big integers (tags 2 and 3) must hold a byte string")
+        if len(value) > self._max_bignum_bytes:
+            raise DecodeError(
+                f"a {len(value)}-byte big integer is longer than max_bignum_bytes "
+                f"({self._max_bignum_bytes}) in [srpc.cbor]"
+            )
+        return value
+
     def _build_encoders(self, cbor2: Any) -> dict[type, Callable[[Any, Any], None]]:
         encoders: dict[type, Callable[[Any, Any], None]] = {t: _refuse for t in REFUSED_TYPES}
         for t in (cbor2.CBORTag, cbor2.CBORSimpleValue, type(cbor2.undefined)):
@@ -145,6 +208,40 @@ class CborCodec(Codec):
         encoders[dict] = _encode_map
         encoders[datetime.datetime] = _encode_datetime
         return encoders
+
+
+#: For the heads of major types 0-6: how many bytes of argument follow an additional info of
+#: 24, 25, 26, 27.
+_ARGUMENT_BYTES = {24: 1, 25: 2, 26: 4, 27: 8}
+
+
+def _count_containers(data: bytes, budget: int) -> int:
+    """How many arrays and maps `data` holds (stopping once past `budget`).
+
+    A linear walk over the items' heads that skips the contents of strings: items nest, but
+    every head is visited in order, so no stack is needed. Malformed input ends the count (the
+    decoder reports it).
+    """
+    count, position, end = 0, 0, len(data)
+    while position < end:
+        head = data[position]
+        major, info = head >> 5, head & 0x1F
+        position += 1
+        if info < 24:
+            argument = info
+        elif info in _ARGUMENT_BYTES:
+            size = _ARGUMENT_BYTES[info]
+            argument = int.from_bytes(data[position : position + size], "big")
+            position += size
+        else:  # 31: indefinite length (or a break); 28-30: malformed
+            argument = 0
+        if major in (4, 5):
+            count += 1
+            if count > budget:
+                return count
+        elif major in (2, 3) and info != 31:
+            position += argument  # a definite string: skip its bytes
+    return count
 
 
 def _major_version(distribution: str) -> int:

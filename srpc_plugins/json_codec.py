@@ -5,7 +5,18 @@ dict. Tuples arrive as lists; dict keys that are int, float, bool or None arrive
 (JSON objects only have string keys). Anything else (bytes, set, datetime, custom objects) is
 refused with an `EncodeError` naming its type: use the ``cbor`` codec for bytes and datetimes.
 
-It has no options: a ``[srpc.json]`` table must be empty.
+Decoding budgets (a message is refused with a `DecodeError` before it costs more):
+
+* ``max_int_digits`` (default 4300, Python's own default limit): the longest integer accepted,
+  in decimal digits. Converting and multiplying huge integers is slow and holds the GIL. The
+  codec never accepts more than the interpreter's own limit (`sys.get_int_max_str_digits`),
+  and enforces this budget even where that limit was turned off (``PYTHONINTMAXSTRDIGITS=0``).
+* ``max_containers`` (default 1,000,000): the most arrays and objects in one message. ``[],``
+  is 3 bytes of JSON but some 64 bytes of Python objects (27 times its size); the budget
+  bounds that. It is checked before decoding, and costs nothing for messages shorter than
+  twice the budget (they cannot exceed it).
+
+Options (``[srpc.json]``): ``max_int_digits``, ``max_containers``.
 """
 
 from __future__ import annotations
@@ -13,13 +24,36 @@ from __future__ import annotations
 import json
 import json.encoder
 import json.scanner
+import re
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 from srpc_core.codec import Codec
 from srpc_core.errors import DecodeError, EncodeError
 from srpc_core.hookspecs import RegisterCodec, hookimpl
-from srpc_core.options import PluginOptions
+from srpc_core.options import Option, PluginOptions
+
+#: Python's default limit on the digits of an integer converted from text.
+DEFAULT_MAX_INT_DIGITS = 4300
+DEFAULT_MAX_CONTAINERS = 1_000_000
+#: The ``[srpc.json]`` table.
+OPTIONS = {
+    "max_int_digits": Option(
+        int,
+        default=DEFAULT_MAX_INT_DIGITS,
+        minimum=1,
+        help="the longest integer accepted, in decimal digits",
+    ),
+    "max_containers": Option(
+        int,
+        default=DEFAULT_MAX_CONTAINERS,
+        minimum=1,
+        help="the most arrays and objects accepted in one message",
+    ),
+}
+#: A JSON string (for counting the brackets outside strings).
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 
 
 class JsonCodec(Codec):
@@ -28,10 +62,15 @@ class JsonCodec(Codec):
     name = "json"
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
-        PluginOptions.wrap(options, self.name).check({})
+        checked = PluginOptions.wrap(options, self.name).check(OPTIONS)
         super().__init__(options)
+        self._max_containers: int = checked["max_containers"]
         self._encode = _compact_encoder(self._refuse)
-        decoder = json.JSONDecoder()
+        digits: int = checked["max_int_digits"]
+        if digits == sys.get_int_max_str_digits():
+            decoder = json.JSONDecoder()  # int itself enforces it: the C scanner's fast path
+        else:
+            decoder = json.JSONDecoder(parse_int=_bounded_int(digits))
         # The scanner is what JSONDecoder.decode runs after two regex whitespace skips we do not
         # need (srpc never pads messages): calling it directly saves a third of the decode time.
         self._scan = json.scanner.make_scanner(decoder)  # type: ignore[arg-type]  # typeshed
@@ -39,12 +78,16 @@ class JsonCodec(Codec):
     def encode(self, message: Any) -> bytes:
         try:
             return self._encode(message).encode()
-        except (ValueError, RecursionError) as exc:  # circular or absurdly deep structures
+        except RecursionError as exc:  # circular or absurdly deep structures
             raise EncodeError(
                 f"codec 'json' cannot carry this value: it is circular or nested too deeply ({exc})"
             ) from None
+        except ValueError as exc:  # an int beyond Python's digit limit, say
+            raise EncodeError(f"codec 'json' cannot carry this value: {exc}") from None
 
     def decode(self, data: bytes) -> Any:
+        if len(data) > 2 * self._max_containers:  # shorter, it cannot exceed the budget
+            self._check_containers(data)
         try:
             text = data.decode()
             value, end = self._scan(text, 0)
@@ -56,12 +99,38 @@ class JsonCodec(Codec):
             raise DecodeError(f"not valid JSON: extra data after the message at offset {end}")
         return value
 
+    def _check_containers(self, data: bytes) -> None:
+        """Refuse a message of more than `max_containers` arrays and objects, before decoding."""
+        budget = self._max_containers
+        if data.count(b"[") + data.count(b"{") <= budget:  # an upper bound, at C speed
+            return
+        bare = _STRING.sub(b'""', data)  # brackets inside strings are not containers
+        if bare.count(b"[") + bare.count(b"{") > budget:
+            raise DecodeError(
+                f"not accepted: the message holds more than {budget} arrays and objects "
+                "(max_containers in [srpc.json])"
+            )
+
     @staticmethod
     def _refuse(value: Any) -> NoReturn:
         raise EncodeError(
             f"codec 'json' cannot carry a value of type {type(value).__qualname__!r}; convert it "
             'to str, int, float, bool, None, list or dict, or use codec = "cbor"'
         )
+
+
+def _bounded_int(digits: int) -> Callable[[str], int]:
+    """`int` for the JSON decoder, refusing integers of more than `digits` digits."""
+
+    def parse(text: str) -> int:
+        if len(text.lstrip("-")) > digits:
+            raise ValueError(
+                f"an integer of {len(text.lstrip('-'))} digits is longer than max_int_digits "
+                f"({digits}) in [srpc.json]"
+            )
+        return int(text)
+
+    return parse
 
 
 def _compact_encoder(default: Callable[[Any], Any]) -> Callable[[Any], str]:

@@ -96,6 +96,34 @@ def test_an_absurd_declared_length_is_a_decode_error_not_an_allocation() -> None
         codec.decode(b"\x5b\x7f\xff\xff\xff\xff\xff\xff\xff")
 
 
+def test_big_integers_beyond_the_budget_are_refused() -> None:
+    limit = 1024
+    assert codec.decode(cbor2.dumps(2 ** (8 * limit) - 1)) == 2 ** (8 * limit) - 1
+    assert codec.decode(cbor2.dumps(-(2 ** (8 * limit)))) == -(2 ** (8 * limit))
+    for value in (2 ** (8 * limit), -(2 ** (8 * limit)) - 1, 2 ** (8 * 2**20)):
+        with pytest.raises(DecodeError, match=r"big integer is longer than max_bignum_bytes"):
+            codec.decode(cbor2.dumps(value))
+    with pytest.raises(DecodeError, match="must hold a byte string"):
+        codec.decode(b"\xc2\x01")  # tag 2 around an integer
+    assert CborCodec({"max_bignum_bytes": 16}).decode(cbor2.dumps(2**120)) == 2**120
+    with pytest.raises(DecodeError, match=r"max_bignum_bytes \(16\)"):
+        CborCodec({"max_bignum_bytes": 16}).decode(cbor2.dumps(2**130))
+
+
+def test_too_many_containers_are_refused_before_decoding() -> None:
+    small = CborCodec({"max_containers": 100})
+    assert small.decode(cbor2.dumps([[]] * 99)) == [[]] * 99
+    with pytest.raises(DecodeError, match=r"more than 100 arrays and maps"):
+        small.decode(cbor2.dumps([{}] * 100))
+    # Container bytes inside strings and numbers are not containers: a blob of them is fine.
+    blob = [bytes(range(0x80, 0xC0)) * 50, "\u0080" * 300, 2**64 - 1, 1.5]
+    assert small.decode(cbor2.dumps(blob)) == blob
+    # 4 MiB of empty arrays (75 times their size in memory) with the default budget.
+    bomb = b"\x9a\x00\x40\x00\x00" + b"\x80" * (4 * 1024 * 1024)
+    with pytest.raises(DecodeError, match=r"more than 1000000 arrays and maps"):
+        codec.decode(bomb)
+
+
 def test_options_are_checked() -> None:
     with pytest.raises(ConfigError, match=r"unknown key 'colour' in \[srpc.cbor\].*max_depth"):
         CborCodec({"colour": "blue"})

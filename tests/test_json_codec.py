@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,12 +52,52 @@ def test_invalid_json_is_a_decode_error(data: bytes) -> None:
         codec.decode(data)
 
 
-def test_json_has_no_options() -> None:
+def test_json_options_are_only_its_decoding_budgets() -> None:
     with pytest.raises(
-        ConfigError, match=r"unknown key 'indent' in \[srpc.json\]; valid keys: none"
+        ConfigError,
+        match=r"unknown key 'indent' in \[srpc.json\]; valid keys: max_containers, max_int_digits",
     ):
         JsonCodec({"indent": 2})
     assert JsonCodec({}).encode([1]) == b"[1]"
+    with pytest.raises(ConfigError, match=r"max_containers = 0 is invalid"):
+        JsonCodec({"max_containers": 0})
+
+
+def test_an_integer_beyond_the_digit_budget_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError, match="4300 digits"):
+        codec.decode(b"[" + b"7" * 5000 + b"]")  # Python's own limit, in the C fast path
+    small = JsonCodec({"max_int_digits": 10})
+    assert small.decode(b"[-1234567890,5]") == [-1234567890, 5]
+    with pytest.raises(DecodeError, match=r"11 digits is longer than max_int_digits \(10\)"):
+        small.decode(b"[12345678901]")
+
+
+def test_the_digit_budget_holds_where_python_lifted_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    before = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)  # PYTHONINTMAXSTRDIGITS=0: no limit in int() itself
+    try:
+        unlimited = JsonCodec()
+        with pytest.raises(DecodeError, match="max_int_digits"):
+            unlimited.decode(b"7" * 100_000)
+    finally:
+        sys.set_int_max_str_digits(before)
+
+
+def test_a_huge_integer_is_an_encode_error_not_a_crash() -> None:
+    with pytest.raises(EncodeError, match="cannot carry this value"):
+        codec.encode(10**5000)
+
+
+def test_too_many_containers_are_refused_before_decoding() -> None:
+    small = JsonCodec({"max_containers": 100})
+    assert small.decode(b"[" + b"[]," * 99 + b"1]") == [[]] * 99 + [1]
+    with pytest.raises(DecodeError, match=r"more than 100 arrays and objects"):
+        small.decode(b"[" + b"{}," * 100 + b"1]")
+    # Brackets inside strings are not containers.
+    text = json.dumps(["[{" * 500, "]}" * 500]).encode()
+    assert small.decode(text) == ["[{" * 500, "]}" * 500]
 
 
 def test_a_json_table_in_srpc_toml_is_checked_and_names_the_file(tmp_path: Path) -> None:
