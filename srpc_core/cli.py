@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         _configure_plugins,
         _run_plugins,
     )
-    get_plugins().manager.hook.srpc_register_commands(register=add)
+    get_plugins().register_commands(add)
     return parser
 
 

@@ -24,6 +24,7 @@ from srpc_core.codec import Codec
 from srpc_core.config import Config
 from srpc_core.convert import TypeAdapter, TypeAdapters
 from srpc_core.errors import ConfigError, ErrorContext, PluginConflictError, PluginError
+from srpc_core.hookspecs import RegisterCommand
 from srpc_core.observer import CallObserver, ServerInfo
 from srpc_core.protocol import WireError
 from srpc_core.transport import Transport, TransportSettings
@@ -237,6 +238,10 @@ class Plugins:
                 impl.function(register=register)
             adapters = self._type_adapters = TypeAdapters(tuple(found))
         return adapters
+
+    def register_commands(self, register: RegisterCommand) -> None:
+        """Let every plugin add ``srpc`` subcommands (the `srpc_register_commands` hook)."""
+        self.manager.hook.srpc_register_commands(register=register)
 
     def call_observers(self, server: ServerInfo) -> list[CallObserver]:
         """Ask every plugin for the observers of a starting server."""

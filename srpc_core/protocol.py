@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, NamedTuple, TypedDict
+from typing import Any, Final, NamedTuple, NotRequired, TypedDict
 
 from srpc_core.codec import Codec
 from srpc_core.errors import (
@@ -34,6 +34,7 @@ from srpc_core.errors import (
     FrameTooLargeError,
     MismatchError,
     ProtocolError,
+    ServerUnavailableError,
     SessionError,
     SrpcError,
 )
@@ -71,6 +72,7 @@ class WireError(TypedDict):
     args: list[Any]  # exception.args when the codec can carry them, else [message]
     base: str  # nearest built-in base class name, e.g. "ValueError"
     traceback: str | None  # formatted remote traceback, only when the server allows it
+    attributes: NotRequired[dict[str, Any]]  # the exception's own instance attributes, if any
 
 
 # -- control messages ----------------------------------------------------------------------
@@ -289,6 +291,8 @@ def parse_hello_reply(message: bytes, address: str) -> HelloReply:
             "or it speaks an older protocol"
         )
     reply = decode_control(message)
+    if reply.get("code") == Code.BUSY:
+        raise ServerUnavailableError(f"the server at {address} is busy: {reply.get('error')}")
     if reply.get("v") != PROTOCOL_VERSION or not reply.get("ok"):
         error = reply.get("error") or (
             f"protocol version: server speaks {reply.get('v')!r}, client speaks "
