@@ -102,6 +102,8 @@ class _BaseClient:
         plan = self._plans.get(procedure)
         if plan is None:
             raise UnknownProcedureError(f"{self.service.name} declares no procedure {procedure!r}")
+        if not kwargs and plan.fits(args):  # exact builtin types: nothing to convert
+            return plan, args, kwargs
         plan.procedure.check_arguments(args, kwargs)
         wire_args, wire_kwargs = plan.arguments_to_wire(args, kwargs)
         return plan, wire_args, wire_kwargs
@@ -212,7 +214,7 @@ class Client(_BaseClient):
             self.close()
             ok, value = self._call(spec, wire_args, wire_kwargs, metadata, deadline)
         if ok:
-            return plan.result_from_wire(value)
+            return value if type(value) in plan.result_types else plan.result_from_wire(value)
         self._raise_error(value)
 
     def with_options(self, *, timeout: float | None = None) -> Client:

@@ -115,9 +115,12 @@ class Dispatcher:
             if entry is None:
                 raise UnknownProcedureError(self._unknown_message(name))
             function, plan = entry
-            plan.procedure.check_arguments(args, kwargs)
-            args, kwargs = plan.arguments_from_wire(args, kwargs)
-            result = plan.result_to_wire(function(*args, **kwargs))
+            if kwargs or not plan.fits(args):  # else: exact builtin types, nothing to convert
+                plan.procedure.check_arguments(args, kwargs)
+                args, kwargs = plan.arguments_from_wire(args, kwargs)
+            result = function(*args, **kwargs)
+            if type(result) not in plan.result_types:
+                result = plan.result_to_wire(result)
         except BaseException as exc:  # the implementation's errors belong to the caller
             error = exc
             response = self._error_response(call_id, exc)
