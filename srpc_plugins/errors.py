@@ -21,9 +21,9 @@ error. Attributes that cannot be written that way are left out.
 Limits (a server bounds what it sends; a client never trusts that it did):
 
 * ``message`` is cut to `MAX_MESSAGE_CHARS` characters with a ``[... N characters cut]``
-  marker; ``traceback`` (only with ``send_tracebacks = true``) keeps its last
-  `MAX_TRACEBACK_CHARS` characters; lone surrogates become ``\\udcxx`` escapes, so the response
-  always encodes (and the failed call is still counted in the metrics).
+  marker; ``traceback`` (only with ``send_tracebacks = true``) keeps the first and the last
+  halves of `MAX_TRACEBACK_CHARS` characters; lone surrogates become ``\\udcxx`` escapes,
+  so the response always encodes (and the failed call is still counted in the metrics).
 * ``args`` whose JSON form exceeds `MAX_ARGS_BYTES`, or that hold text that cannot be encoded,
   travel as ``[message]``; ``attributes`` keep at most `MAX_ATTRIBUTES` entries within
   `MAX_ATTRIBUTES_BYTES`.
@@ -71,7 +71,7 @@ from srpc_core.protocol import WireError
 
 #: ``message`` is cut to this many characters (with a marker saying how many were cut).
 MAX_MESSAGE_CHARS = 64 * 1024
-#: A traceback keeps its last this many characters.
+#: A longer traceback keeps its first and last halves of this many characters.
 MAX_TRACEBACK_CHARS = 64 * 1024
 #: ``args`` larger than this (as JSON) travel as ``[message]``.
 MAX_ARGS_BYTES = 64 * 1024
@@ -158,8 +158,9 @@ def _wire_traceback(error: BaseException) -> str:
     text = _clean(text)
     if len(text) <= MAX_TRACEBACK_CHARS:
         return text
-    cut = len(text) - MAX_TRACEBACK_CHARS
-    return f"[... {cut} characters cut]\n" + text[cut:]
+    half = MAX_TRACEBACK_CHARS // 2  # the outermost frames and the raise point
+    cut = len(text) - 2 * half
+    return f"{text[:half]}\n[... {cut} characters cut]\n{text[-half:]}"
 
 
 def _nearest_builtin(cls: type) -> type:
@@ -193,7 +194,10 @@ def srpc_error_from_wire(error: WireError, context: ErrorContext) -> BaseExcepti
     module = _name_field(fields, "module")
     message = _bounded(_clean(_text_field(fields, "message")), MAX_MESSAGE_CHARS)
     raw_args = fields.get("args")
-    args = raw_args if type(raw_args) is list and len(raw_args) <= MAX_ARGS else [message]
+    if type(raw_args) is list and len(raw_args) <= MAX_ARGS:
+        args = [_clean(arg) if type(arg) is str else arg for arg in raw_args]
+    else:
+        args = [message]
     raw_tb = fields.get("traceback")
     remote_tb = _bounded(_clean(raw_tb), MAX_TRACEBACK_CHARS) if type(raw_tb) is str else None
     raw_attributes = fields.get("attributes")
