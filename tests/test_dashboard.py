@@ -356,3 +356,42 @@ def test_live_dashboard_waits_follows_and_quits_cleanly_on_ctrl_c(tmp_path: Path
         if log is not None:
             log.close()
         terminal.close()
+
+
+# -- hostile names in the log ------------------------------------------------------------------
+
+#: What a caller (or whoever writes the log) might put in a name: a screen clear, a window
+#: title, a hyperlink, a bidirectional override, and rich markup.
+HOSTILE = (
+    "\x1b[2J\x1b]0;owned\x07\x1b]8;;http://evil\x1b\\link\x1b]8;;\x1b\\\u202e[bold red]X[/]\x9b"
+)
+
+
+def test_hostile_names_in_the_log_reach_the_terminal_as_plain_text(tmp_path: Path) -> None:
+    """The dashboard draws what the log says, but never lets it drive the terminal."""
+    info = ServerInfo(
+        f"svc{HOSTILE}", f"tcp://127.0.0.1:5000/{HOSTILE}", "tcp", "json",
+        (f"add{HOSTILE}",), os.getpid(), Config(),
+    )  # fmt: skip
+    log = MetricsLog(info, str(tmp_path / "srpc_server_metrics.log"), flush_interval=3600)
+    error = type(f"Boom{HOSTILE}", (Exception,), {})
+    log.call_finished(f"add{HOSTILE}", 0.001, None)
+    log.call_finished(f"add{HOSTILE}", 0.001, error("no"))
+    log.flush()
+    log.close()
+    # FORCE_COLOR makes rich write escape sequences of its own; none of the log's may pass.
+    result = run_tool("--once", cwd=tmp_path, FORCE_COLOR="1", TERM="xterm-256color")
+    assert result.returncode == 0, result.stderr
+    own = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout)  # rich's own colours only
+    for bad in ("\x1b", "\x07", "\x9b", "\u202e"):
+        assert bad not in own, (bad, result.stdout)
+    assert "[bold red]X[/]" in own  # markup shown as the text it is, not obeyed
+    assert "\ufffd" in own
+
+
+def test_printable_replaces_controls_and_bounds_length() -> None:
+    from srpc_core.metrics.dashboard import MAX_NAME, printable
+
+    assert printable("a\x1b[2Jb\tc\u202ed") == "a\ufffd[2Jb\ufffdc\ufffdd"
+    assert printable("[red]x[/]") == "[red]x[/]"
+    assert len(printable("x" * 10_000)) == MAX_NAME

@@ -4,10 +4,17 @@
 most frequent errors); `show_once` prints it and `show_live` keeps it up to date until Ctrl+C.
 Meaning never rests on colour alone: failures are also bold, idle numbers dim, and states are
 words, so the dashboard reads the same in a monochrome terminal or a log file.
+
+Everything read from the metrics log (service, procedure, exception names, addresses, host
+names, states) is untrusted: anyone who can call the server chooses some of it (an exception's
+name, say). It goes through `printable` (control characters, escape sequences and bidirectional
+overrides replaced) and reaches rich only as `Text`, never as markup, so a name can neither
+drive the terminal (clear it, retitle it, plant a hyperlink) nor restyle the dashboard.
 """
 
 from __future__ import annotations
 
+import re
 import time
 
 from rich import box
@@ -26,6 +33,18 @@ WIDE_COLUMNS = 96
 #: Servers listed by address in the header; more are summarised in one line.
 MAX_SERVERS_LISTED = 4
 _STATE_STYLES = {"live": "bold green", "stopped": "yellow", "silent": "bold red"}
+#: What `printable` replaces: C0 and C1 control characters (ESC and CSI among them), DEL, and
+#: the Unicode controls that reorder or hide text (bidirectional overrides, isolates, marks).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+#: The longest name shown (a log line may carry any length).
+MAX_NAME = 200
+
+
+def printable(value: object) -> str:
+    """`value` as text that is safe to show: unprintable characters become U+FFFD, and at most
+    `MAX_NAME` characters are kept. Markup is left as text (pass the result to `Text`)."""
+    text = _UNPRINTABLE.sub("\ufffd", str(value))
+    return text if len(text) <= MAX_NAME else text[: MAX_NAME - 1] + "…"
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -74,12 +93,14 @@ def render(
 def _header(view: MetricsView) -> RenderableType:
     lines = Text()
     services = sorted({server.service for server in view.servers})
+    services = [printable(service) for service in services]
     lines.append("service ", style="dim").append(", ".join(services), style="bold")
     for server in view.servers[:MAX_SERVERS_LISTED]:
-        lines.append("\n").append(server.address, style="bold")
-        pid = f"pid {server.pid}" if server.pid is not None else "pid ?"
-        lines.append(f"  {pid} on {server.host}  up {format_uptime(server.uptime)}  ")
-        lines.append(server.state, style=_STATE_STYLES.get(server.state, ""))
+        lines.append("\n").append(printable(server.address), style="bold")
+        pid = f"pid {printable(server.pid)}" if server.pid is not None else "pid ?"
+        host = printable(server.host)
+        lines.append(f"  {pid} on {host}  up {format_uptime(server.uptime)}  ")
+        lines.append(printable(server.state), style=_STATE_STYLES.get(server.state, ""))
     hidden = view.servers[MAX_SERVERS_LISTED:]
     if hidden:
         live = sum(server.state == "live" for server in hidden)
@@ -116,7 +137,7 @@ def _cells(row: ProcedureView, latency_columns: list[str]) -> list[Text]:
     failed_style = "bold red" if stats.failed else "dim"
     values = latency_summary(stats.latency)
     return [
-        Text(row.name, style="dim" if idle else ""),
+        Text(printable(row.name), style="dim" if idle else ""),
         Text(f"{stats.ok:,}", style="dim" if idle else ""),
         Text(f"{stats.failed:,}", style=failed_style),
         Text(f"{100 * stats.error_rate:.1f}", style=failed_style),
@@ -146,7 +167,10 @@ def _errors_table(view: MetricsView) -> Table | None:
     table.add_column("exception", overflow="fold")
     table.add_column("count", justify="right", no_wrap=True)
     for procedure, name, count in rows:
-        table.add_row(procedure, Text(name, style="red"), f"{count:,}")
+        # Text, never a str: add_row would read a str as markup.
+        table.add_row(
+            Text(printable(procedure)), Text(printable(name), style="red"), Text(f"{count:,}")
+        )
     return table
 
 
