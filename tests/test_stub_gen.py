@@ -282,6 +282,15 @@ class SrpcCalcClientStub(CalcInterface):
             timeout=timeout,
         )
 
+    def with_options(self, *, timeout: float | None = None) -> Self:
+        """A view of this stub with other per-call options; it shares the connections.
+
+        timeout: the seconds each call may take in all, e.g. with_options(timeout=0.5).
+        """
+        view = object.__new__(type(self))
+        view._srpc = self._srpc.with_options(timeout=timeout)
+        return view
+
     def close(self) -> None:
         """Close the connections to the server."""
         self._srpc.close()
@@ -387,6 +396,21 @@ ERROR_CASES = {
     "name clash": (
         HEAD + "class CalcInterface(ABC):\n    @abstractmethod\n    def close(self): ...\n",
         "procedure name(s) close clash with the client stub's own method",
+    ),
+    "with_options clash": (
+        HEAD + "class CalcInterface(ABC):\n    @abstractmethod\n    def with_options(self): ...\n",
+        "procedure name(s) with_options clash with the client stub's own method",
+    ),
+    "unknown type": (
+        HEAD + "class CalcInterface(ABC):\n    @abstractmethod\n"
+        "    def add(self, a: int, b: list[complex]) -> None: ...\n",
+        "add(): parameter 'b' is annotated list[complex], and srpc does not know the type "
+        "complex",
+    ),
+    "unknown return type": (
+        HEAD + "import threading\n\nclass CalcInterface(ABC):\n    @abstractmethod\n"
+        "    def lock(self) -> threading.Lock: ...\n",
+        "lock(): the return value is annotated",
     ),
     "import fails": (
         "import no_such_module_here\n",
@@ -798,13 +822,13 @@ class CalcInterface(ABC):
     @abstractmethod
     def paint(
         self,
-        color: Literal[Color.RED, "red"] = Color.RED,
-        key: Callable[[int], int] = abs,
+        color: Color | Literal["red"] = Color.RED,
+        key: Annotated[int, Callable[[int], int]] = abs,
     ) -> Annotated[int, positive(LIMIT)]:
         """Say "hi\"\"\" \x07 \\d"""
 
     @abstractmethod
-    def keyed(self, key: Callable[[int], int] = lambda v: v * LIMIT) -> None:
+    def keyed(self, key: Annotated[int, Callable[[int], int]] = lambda v: v * LIMIT) -> None:
         """A lambda default: lambdas equal only themselves, so the signatures differ."""
 
     @abstractmethod
@@ -820,7 +844,7 @@ def test_names_in_defaults_literals_and_annotated_are_imported(tmp_path: Path) -
     stub = (project / "srpc_calc_client_stub.py").read_text()
     assert "from typing import Annotated, Callable, Literal, Self, cast\n" in stub
     assert "from calc.calc_interface import LIMIT, CalcInterface, Color, positive\n" in stub
-    assert "key: Callable[[int], int] = lambda v: v * LIMIT" in stub
+    assert "key: Annotated[int, Callable[[int], int]] = lambda v: v * LIMIT" in stub
     code = SIGNATURE_CHECK.format(
         package="calc", stub="SrpcCalcClientStub", interface="CalcInterface"
     )

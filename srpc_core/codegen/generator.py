@@ -26,11 +26,13 @@ import srpc_core
 from srpc_core.codegen import templates
 from srpc_core.codegen.naming import ServiceNames
 from srpc_core.codegen.source import MethodSource, SourceError, method_source, signature_names
+from srpc_core.convert import plan_service
 from srpc_core.errors import StubGenError
 from srpc_core.interface import InterfaceError, private_abstract_names, read_interface
+from srpc_core.plugins import get_plugins
 
 #: Attributes of the client stub a procedure must not shadow.
-RESERVED_NAMES = frozenset({"close"})
+RESERVED_NAMES = frozenset({"close", "with_options"})
 #: Module-level names every client stub binds itself.
 _STUB_GLOBALS: dict[str, Any] = {
     "os": os,
@@ -78,6 +80,7 @@ def generate(interface_file: str | Path, output_dir: str | Path = ".") -> Stubs:
     interface = _find_interface(path, module, names)
     methods = _read_methods(path, interface)
     imports = _imports(path, methods, module, interface, names)
+    _check_types(path, interface)
     future = getattr(module, "annotations", None) is __future__.annotations
     source = names.interface_path
     out = Path(output_dir)
@@ -186,6 +189,14 @@ def _read_methods(path: Path, interface: type) -> list[MethodSource]:
                 "names its client stub method uses to type its result: rename one of them"
             )
     return methods
+
+
+def _check_types(path: Path, interface: type) -> None:
+    """Refuse annotations naming a type srpc cannot carry (unless a plugin taught it)."""
+    try:
+        plan_service(read_interface(interface), None, get_plugins().type_adapters())
+    except InterfaceError as exc:
+        raise StubGenError(f"{path}: {exc}") from None
 
 
 def _imports(

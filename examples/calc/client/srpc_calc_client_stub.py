@@ -32,6 +32,15 @@ class SrpcCalcClientStub(CalcInterface):
             timeout=timeout,
         )
 
+    def with_options(self, *, timeout: float | None = None) -> Self:
+        """A view of this stub with other per-call options; it shares the connections.
+
+        timeout: the seconds each call may take in all, e.g. with_options(timeout=0.5).
+        """
+        view = object.__new__(type(self))
+        view._srpc = self._srpc.with_options(timeout=timeout)
+        return view
+
     def close(self) -> None:
         """Close the connections to the server."""
         self._srpc.close()
