@@ -97,6 +97,15 @@ _NEVER_RECREATED: tuple[type[BaseException], ...] = (
 @hookimpl(trylast=True)
 def srpc_error_to_wire(error: BaseException, context: ErrorContext) -> WireError:
     """Describe `error` for the wire. Never raises, and the result always encodes."""
+    try:
+        return _to_wire(error, context)
+    except Exception:  # a last resort: the caller still gets an answer, the call is counted
+        message = "the server could not describe its exception"
+        wire = {"type": "Exception", "module": "builtins", "message": message, "args": [message]}
+        return cast(WireError, {**wire, "base": "Exception", "traceback": None})
+
+
+def _to_wire(error: BaseException, context: ErrorContext) -> WireError:
     cls = type(error)
     message = _bounded(_clean(_safe_str(error)), MAX_MESSAGE_CHARS)
     wire: dict[str, Any] = {
@@ -189,6 +198,13 @@ def _safe_attr(cls: type, name: str) -> str:
 @hookimpl(trylast=True)
 def srpc_error_from_wire(error: WireError, context: ErrorContext) -> BaseException:
     """Rebuild the exception described by `error` (an untrusted map from the server)."""
+    try:
+        return _from_wire(error, context)
+    except Exception:  # a last resort: never a raw failure of the error path
+        return RemoteError("the server reported an error the client could not read")
+
+
+def _from_wire(error: WireError, context: ErrorContext) -> BaseException:
     fields: Mapping[str, object] = error if isinstance(error, Mapping) else {}
     name = _name_field(fields, "type")
     module = _name_field(fields, "module")
