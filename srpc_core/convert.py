@@ -450,8 +450,12 @@ def _slot(
     return _Slot(name, annotation, kind, fast, argument and int in fast)
 
 
+#: Annotations that convert nothing: Any and object, and NoReturn/Never (nothing comes back).
+_UNCONVERTED = (Any, object, typing.NoReturn, typing.Never)
+
+
 def _is_any(annotation: Any) -> bool:
-    if annotation is Any or annotation is typing.Any or annotation is object:
+    if annotation in _UNCONVERTED:
         return True
     if typing.get_origin(annotation) is Annotated:
         return _is_any(typing.get_args(annotation)[0])

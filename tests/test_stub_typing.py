@@ -59,11 +59,13 @@ from __future__ import annotations
 import collections.abc
 import typing
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, Literal, NoReturn
 
 
+@dataclass
 class Thing:
-    """A thing."""
+    """A thing (a dataclass: srpc carries it)."""
 
 
 class EdgeInterface(ABC):
