@@ -17,7 +17,8 @@ metadata]``: `session` is the token the hello reply issued; `metadata` is a map 
 seconds the caller still waits; ``traceparent``/``tracestate``: trace context; any other string
 key: the caller's own entries).
 Response: ``[id, STATUS_OK, result]`` or ``[id, STATUS_ERROR, error]`` where `error` is a
-`WireError` map.
+`WireError` map (an optional ``attributes`` map carries the exception's public instance
+attributes).
 """
 
 from __future__ import annotations
@@ -410,8 +411,10 @@ def encode_error(codec: Codec, call_id: int, error: WireError) -> bytes:
     """An error response; falls back to the message alone when the args cannot travel."""
     try:
         return codec.encode([call_id, STATUS_ERROR, error])
-    except SrpcError:  # the exception's args are not encodable: keep the message only
-        return codec.encode([call_id, STATUS_ERROR, {**error, "args": [error["message"]]}])
+    except SrpcError:  # args or attributes the codec cannot carry: keep the message only
+        slim: dict[str, Any] = {**error, "args": [error["message"]]}
+        slim.pop("attributes", None)
+        return codec.encode([call_id, STATUS_ERROR, slim])
 
 
 def decode_response(codec: Codec, message: bytes, call_id: int, address: str) -> tuple[bool, Any]:
