@@ -205,3 +205,32 @@ class ErrorContext:
 
     interface: type
     send_tracebacks: bool = False
+
+
+__all__ = [
+    "CallTimeoutError",
+    "CodecError",
+    "CommunicationError",
+    "ConfigError",
+    "DecodeError",
+    "EncodeError",
+    "ErrorContext",
+    "FrameTooLargeError",
+    "InterfaceError",
+    "MismatchError",
+    "MissingDependencyError",
+    "OversizedFrameError",
+    "PluginConflictError",
+    "PluginError",
+    "ProtocolError",
+    "REMOTE_CLASS_CACHE_SIZE",
+    "RemoteError",
+    "ServerUnavailableError",
+    "SessionError",
+    "SrpcError",
+    "StubGenError",
+    "TransportError",
+    "UnknownProcedureError",
+    "builtin_exception",
+    "remote_error_class",
+]
