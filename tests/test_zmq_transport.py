@@ -156,7 +156,8 @@ def test_the_client_reconnects_after_the_server_restarts(
 
 def test_unknown_option_names_the_table_and_the_valid_keys(probe_stub: Any, tmp_path: Path) -> None:
     config = write_config(tmp_path / "bad.toml", transport="zmq", zmq={"wrokers": 4})
-    with pytest.raises(srpc_core.ConfigError, match=r"wrokers.*\[srpc\.zmq\].*connect, workers"):
+    valid = "connect, idle_timeout, max_in_flight, queue_bytes, workers"
+    with pytest.raises(srpc_core.ConfigError, match=rf"wrokers.*\[srpc\.zmq\].*{valid}"):
         probe_stub(port=5000, config=config)
 
 
@@ -188,7 +189,7 @@ def test_a_message_without_the_srpc_envelope_gets_an_error(
 ) -> None:
     import zmq
 
-    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
     sock.linger = 0
     try:
         sock.connect(f"tcp://127.0.0.1:{probe_server.port}")

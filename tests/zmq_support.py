@@ -49,6 +49,10 @@ class ProbeInterface(ABC):
     @abstractmethod
     def blob(self, size: int) -> str:
         """Return a string of `size` characters."""
+
+    @abstractmethod
+    def marked_blob(self, size: int, marker: str) -> str:
+        """Create the file `marker`, then return a string of `size` characters."""
 '''
 
 PROBE_IMPLEMENTATION = '''\
@@ -82,6 +86,10 @@ class Probe(ProbeInterface):
         return text
 
     def blob(self, size: int) -> str:
+        return "x" * size
+
+    def marked_blob(self, size: int, marker: str) -> str:
+        open(marker, "w").close()
         return "x" * size
 '''
 
@@ -175,3 +183,130 @@ def wait_for_file(path: Path, timeout: float = 20.0) -> None:
     while not path.exists():
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.005)
+
+
+def rss_kib(pid: int) -> int:
+    """The resident set size of process `pid`, in KiB (Linux: /proc/<pid>/status)."""
+    return _status_kib(pid, "VmRSS")
+
+
+def peak_rss_kib(pid: int) -> int:
+    """The largest resident set size process `pid` has had, in KiB (VmHWM)."""
+    return _status_kib(pid, "VmHWM")
+
+
+def _status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+class RawPeer:
+    """A hand-driven ZeroMQ DEALER speaking srpc (json codec) to a zmq server, for tests that
+    must do what the real client never does: pipeline calls, not read replies, send odd frames.
+
+    `hello()` gets a session token; `send_call` sends one request without waiting; `recv`
+    reads one reply (the frames after the tag and delimiter).
+    """
+
+    def __init__(self, port: int, service: str = "ProbeInterface") -> None:
+        import zmq
+
+        self.service = service
+        self.sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(f"tcp://127.0.0.1:{port}")
+        self.session = ""
+        self._ids = 0
+
+    def __enter__(self) -> RawPeer:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+    def send_frames(self, frames: list[bytes], more: bool = False) -> None:
+        import zmq
+
+        self.sock.send_multipart(frames, flags=zmq.SNDMORE if more else 0)
+
+    def recv(self, timeout: float = 20.0) -> bytes:
+        """The next reply's message frame; fail if none comes within `timeout`."""
+        assert self.sock.poll(int(timeout * 1000)), f"no reply within {timeout} s"
+        return self.sock.recv_multipart()[-1]
+
+    def hello(self) -> None:
+        from srpc_core import protocol
+
+        self.send_frames([b"\x00\x00\x00\x00", b"", protocol.hello("json", "zmq", self.service)])
+        reply = protocol.parse_hello_reply(self.recv(), "test server")
+        self.session = reply.session
+
+    def send_call(self, procedure: str, *args: Any) -> int:
+        """Send a request for `procedure(*args)` without waiting; return its call id."""
+        import json
+
+        self._ids += 1
+        message = json.dumps([self._ids, self.session, procedure, list(args), {}]).encode()
+        self.send_frames([self._ids.to_bytes(4, "big"), b"", message])
+        return self._ids
+
+
+class RawZmtp:
+    """A ZeroMQ peer written by hand (ZMTP 3.0, NULL mechanism, over a plain socket).
+
+    libzmq never sends part of a multipart message (it keeps the frames until the last one);
+    a hostile peer does, and this is how a test plays it.
+    """
+
+    def __init__(self, port: int, timeout: float = 20.0) -> None:
+        import socket
+
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        mechanism = b"NULL".ljust(20, b"\x00")
+        self.sock.sendall(b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + mechanism + b"\x00" * 32)
+        ready = b"\x05READY" + _zmtp_property(b"Socket-Type", b"DEALER")
+        self.sock.sendall(b"\x04" + bytes([len(ready)]) + ready)
+
+    def __enter__(self) -> RawZmtp:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.sock.close()
+
+    def closed_by_peer(self, timeout: float) -> bool:
+        """Read (and discard) what the server sends until it closes the connection; False
+        if it is still open after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(remaining)
+            try:
+                if not self.sock.recv(65536):
+                    return True
+            except TimeoutError:
+                return False
+            except OSError:  # reset: closed too
+                return True
+        return False
+
+    def send_request(self, call_id: int, session: str, procedure: str, *args: Any) -> None:
+        """An srpc request (json codec) in the frames a DEALER sends: tag, empty, message."""
+        import json
+
+        message = json.dumps([call_id, session, procedure, list(args), {}]).encode()
+        self.send_frame(call_id.to_bytes(4, "big"), more=True)
+        self.send_frame(b"", more=True)
+        self.send_frame(message, more=False)
+
+    def send_frame(self, data: bytes, more: bool) -> None:
+        """One message frame (long form), with the MORE flag or as the message's last."""
+        flags = 0x02 | (0x01 if more else 0)
+        self.sock.sendall(bytes([flags]) + len(data).to_bytes(8, "big") + data)
+
+
+def _zmtp_property(name: bytes, value: bytes) -> bytes:
+    return bytes([len(name)]) + name + len(value).to_bytes(4, "big") + value

@@ -9,6 +9,15 @@ Options (``[srpc.zmq]``):
 * ``connect``: a server with this set (e.g. ``"tcp://broker-host:5001"``) connects to the back
   end of ``srpc broker`` instead of binding host:port (docs/scaling.md). Clients ignore it.
 * ``workers``: how many calls a server runs at once (threads), default 16.
+* ``idle_timeout``: seconds a server keeps a connection that does not complete the ZeroMQ
+  handshake, or that stops answering ZeroMQ heartbeats (default 300; the handshake is also
+  bounded by ``[srpc] timeout``).
+* ``max_in_flight``: calls one client connection may have waiting or running at once, default
+  8; a call past it is refused at once with a ``busy`` control error.
+* ``queue_bytes``: bytes ZeroMQ may queue for one client connection in each direction, default
+  16 MiB: the high-water marks are ``max(1, queue_bytes // max_message_bytes)`` messages.
+
+See docs/config.md for what these bound, and docs/scaling.md for the arithmetic.
 
 The package: this module (the options, the transport and the hooks, importable without pyzmq),
 `channel` (the client side), `server` (the listener), `broker` (``srpc broker``) and `wire`
@@ -32,6 +41,7 @@ from srpc_core.transport import Channel, Handler, Listener, Transport, Transport
 
 INSTALL_HINT = "pip install 'srpclib[zmq]'"
 MAX_WORKERS = 1024
+MIB = 1024 * 1024
 #: The ``[srpc.zmq]`` table.
 OPTIONS = {
     "connect": Option(
@@ -43,6 +53,27 @@ OPTIONS = {
     ),
     "workers": Option(
         int, default=16, minimum=1, maximum=MAX_WORKERS, help="calls a server runs at once"
+    ),
+    "idle_timeout": Option(
+        float,
+        default=300.0,
+        minimum=0,
+        exclusive_minimum=True,
+        help="seconds a server keeps a connection that does not complete the ZeroMQ handshake "
+        "or stops answering heartbeats",
+    ),
+    "max_in_flight": Option(
+        int,
+        default=8,
+        minimum=1,
+        maximum=65536,
+        help="calls one client connection may have waiting or running; more are refused as busy",
+    ),
+    "queue_bytes": Option(
+        int,
+        default=16 * MIB,
+        minimum=1,
+        help="bytes ZeroMQ may queue for one client connection in each direction",
     ),
 }
 
@@ -63,13 +94,25 @@ class ZmqOptions:
 
     connect: str = ""
     workers: int = 16
+    idle_timeout: float = 300.0
+    max_in_flight: int = 8
+    queue_bytes: int = 16 * MIB
 
     @classmethod
     def parse(cls, options: Mapping[str, Any] | None) -> ZmqOptions:
         """Check `options`; raise `ConfigError` naming the file, ``[srpc.zmq]``, the key and
         the valid values."""
         checked = PluginOptions.wrap(options, "zmq").check(OPTIONS)
-        return cls(checked["connect"], checked["workers"])
+        return cls(**{name: checked[name] for name in OPTIONS})
+
+    def high_water_mark(self, max_message_bytes: int) -> int:
+        """The ZeroMQ high-water mark (in messages) that keeps a queue within `queue_bytes`.
+
+        ZeroMQ counts whole messages, not bytes; each message is at most `max_message_bytes`,
+        so ``queue_bytes // max_message_bytes`` messages hold at most `queue_bytes` (never
+        fewer than one message: a queue must hold the message it is carrying).
+        """
+        return max(1, self.queue_bytes // max_message_bytes)
 
 
 class ZmqTransport(Transport):
@@ -104,12 +147,29 @@ class ZmqTransport(Transport):
                 front = BrokerFront(context, self.options.connect, max_bytes)
                 address = f"broker+{self.options.connect}"
             else:
-                front = BoundFront(context, host, port, max_bytes)
+                front = BoundFront(
+                    context,
+                    host,
+                    port,
+                    max_bytes,
+                    high_water_mark=self.options.high_water_mark(max_bytes),
+                    handshake_timeout=min(self.options.idle_timeout, self.settings.timeout),
+                    idle_timeout=self.options.idle_timeout,
+                    queue_bytes=self.options.queue_bytes,
+                )
                 address = self.url(host, front.port)
         except BaseException:
             context.destroy(linger=0)
             raise
-        return ZmqListener(self.settings, front, context, handler, self.options.workers, address)
+        return ZmqListener(
+            self.settings,
+            front,
+            context,
+            handler,
+            self.options.workers,
+            address,
+            max_in_flight=self.options.max_in_flight if self.options.connect == "" else None,
+        )
 
 
 @hookimpl

@@ -10,6 +10,13 @@ worker. (The classic ROUTER -> DEALER device round-robins requests to workers bl
 queues some requests behind a slow call.) Each worker thread has its own socket: ZeroMQ sockets
 are never shared between threads.
 
+Fairness and bounds (docs/scaling.md has the arithmetic): each client connection (a ROUTER
+peer) may have at most ``max_in_flight`` calls waiting or running, and a call past that gets a
+``busy`` control error at once; waiting calls are served round robin across peers, so a peer
+that pipelines many slow calls cannot take every worker; ZeroMQ's queues per peer are bounded in
+bytes through their high-water marks; a request has exactly the frames of a request; and a peer
+that has gone (a reply to it finds no route) loses the calls it left waiting.
+
 The front socket is either
 
 * `BoundFront` (the default): a ROUTER bound at host:port that clients connect to; or
@@ -22,7 +29,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from time import monotonic
 from typing import Protocol
 
@@ -41,7 +48,9 @@ from srpc_plugins.zmq.wire import (
     HEARTBEAT_TIMEOUT_MS,
     READY,
     REPLY,
+    REQUEST_FRAMES,
     ms,
+    split_client_request,
     split_request,
     tcp_endpoint,
 )
@@ -64,8 +73,86 @@ ASYNC_SIGNALS = signal.valid_signals() - _FAULTS
 WORKER_READY = b"READY"
 WORKER_STOP = b"STOP"
 
+#: While answers wait in an outbox (their peer's ZeroMQ queue was full), the main loop retries
+#: them at least this often.
+FLUSH_RETRY = 0.005
+#: At most one warning per this many seconds about peers whose replies were dropped.
+WARN_INTERVAL = 10.0
+
 Context = zmq.Context[zmq.Socket[bytes]]
 Request = tuple[list[bytes], bytes]  # (envelope, message)
+
+
+class FairQueue:
+    """Requests waiting for a worker, one FIFO per peer, taken round robin across peers.
+
+    A peer is the first frame of a request's envelope (the ROUTER's id of the connection).
+    """
+
+    def __init__(self) -> None:
+        self._queues: OrderedDict[bytes, deque[Request]] = OrderedDict()
+        self._length = 0
+
+    def __len__(self) -> int:
+        return self._length
+
+    def append(self, request: Request) -> None:
+        peer = request[0][0]
+        queue = self._queues.get(peer)
+        if queue is None:
+            queue = self._queues[peer] = deque()
+        queue.append(request)
+        self._length += 1
+
+    def popleft(self) -> Request:
+        """The next request of the peer whose turn it is (that peer then goes last)."""
+        peer, queue = next(iter(self._queues.items()))
+        request = queue.popleft()
+        self._length -= 1
+        if queue:
+            self._queues.move_to_end(peer)
+        else:
+            del self._queues[peer]
+        return request
+
+    def drop(self, peer: bytes) -> int:
+        """Forget the waiting requests of `peer`; return how many there were."""
+        queue = self._queues.pop(peer, None)
+        dropped = len(queue) if queue else 0
+        self._length -= dropped
+        return dropped
+
+
+class PeerLimits:
+    """Calls in flight (waiting or running) per peer; None as the limit: no limit.
+
+    Only peers with calls in flight have an entry, so a peer that has gone leaves nothing here
+    once its calls are over (or dropped).
+    """
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self._in_flight: dict[bytes, int] = {}
+
+    def admit(self, peer: bytes) -> bool:
+        """Count one more call of `peer`, or return False if it is at its limit."""
+        count = self._in_flight.get(peer, 0)
+        if self.limit is not None and count >= self.limit:
+            return False
+        self._in_flight[peer] = count + 1
+        return True
+
+    def done(self, peer: bytes, calls: int = 1) -> None:
+        """`calls` calls of `peer` are over (answered or dropped)."""
+        count = self._in_flight.get(peer, 0) - calls
+        if count > 0:
+            self._in_flight[peer] = count
+        else:
+            self._in_flight.pop(peer, None)
+
+    def __len__(self) -> int:
+        """How many peers have calls in flight."""
+        return len(self._in_flight)
 
 
 class WorkerPool:
@@ -157,13 +244,21 @@ class Front(Protocol):
         """Whether to read requests now, with `room` idle workers not spoken for."""
 
     def read(self, room: int) -> list[Request]:
-        """Read the requests that are ready (at most `room` where that matters)."""
+        """Read the requests that are ready (at most `room` messages where that matters)."""
 
-    def send(self, envelope: list[bytes], answer: bytes) -> None:
-        """Send an answer back where its request came from."""
+    def send(self, envelope: list[bytes], answer: bytes) -> bool:
+        """Send an answer back where its request came from; False if that peer has gone."""
 
     def on_event(self, available: int) -> None:
         """A watched socket is readable; `available` workers are free for new calls."""
+
+    @property
+    def waiting(self) -> bool:
+        """Whether answers wait to be sent (`flush` them soon)."""
+
+    def flush(self) -> list[bytes]:
+        """Send the answers that wait, as far as their peers take them; return the peers found
+        gone."""
 
     def begin_shutdown(self) -> None:
         """Stop taking new calls (the calls already taken are still answered)."""
@@ -176,12 +271,46 @@ class Front(Protocol):
 
 
 class BoundFront:
-    """Clients connect straight to this server: a ROUTER bound at host:port."""
+    """Clients connect straight to this server: a ROUTER bound at host:port.
 
-    def __init__(self, context: Context, host: str, port: int, max_bytes: int) -> None:
+    Args:
+        high_water_mark: ZeroMQ's send and receive high-water marks per peer, in messages
+            (``queue_bytes // max_message_bytes``: the queues are bounded in bytes).
+        handshake_timeout: seconds a new connection has to complete the ZeroMQ handshake.
+        idle_timeout: the heartbeat interval and timeout: a peer that does not answer a ping
+            within it (it vanished, or it is not a ZeroMQ peer at all) is disconnected.
+        queue_bytes: the bytes of answers the server keeps itself for a peer whose ZeroMQ
+            queue is full (at least one answer); further answers to it are dropped.
+
+    ZeroMQ's high-water mark counts messages, and a burst of small answers to one peer (busy
+    errors) finds a one-message queue full before its I/O thread has taken the first: such
+    answers wait in a per-peer outbox bounded in bytes, and leave on the next turns of the
+    loop. A peer that does not read what it asked for fills both, and loses further answers.
+    """
+
+    def __init__(
+        self,
+        context: Context,
+        host: str,
+        port: int,
+        max_bytes: int,
+        *,
+        high_water_mark: int = 1000,
+        handshake_timeout: float = 30.0,
+        idle_timeout: float = 300.0,
+        queue_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
         self.socket = context.socket(zmq.ROUTER)
         self.socket.linger = LINGER_MS
         self.socket.maxmsgsize = max_bytes  # libzmq drops a larger request before allocating
+        self.socket.sndhwm = high_water_mark
+        self.socket.rcvhwm = high_water_mark
+        # Report a peer that has gone (EHOSTUNREACH) or stopped reading (EAGAIN) when sending
+        # to it, instead of dropping the message silently: the server then forgets the peer.
+        self.socket.router_mandatory = 1
+        self.socket.handshake_ivl = ms(handshake_timeout)
+        self.socket.heartbeat_ivl = ms(idle_timeout)
+        self.socket.heartbeat_timeout = ms(idle_timeout)
         self.socket.ipv6 = ":" in host
         self.watched: list[zmq.Socket[bytes]] = []
         endpoint = tcp_endpoint(host, port)
@@ -194,27 +323,76 @@ class BoundFront:
         self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self.port = int(self.endpoint.rsplit(":", 1)[1])
         self._stopping = False
+        self._queue_bytes = queue_bytes
+        self._outbox: OrderedDict[bytes, deque[list[bytes]]] = OrderedDict()
+        self._outbox_bytes: dict[bytes, int] = {}
+        self._dropped = 0  # replies dropped since the last warning
+        self._warned = 0.0
 
     def accepting(self, room: int) -> bool:
         return room > 0 and not self._stopping
 
     def read(self, room: int) -> list[Request]:
         requests: list[Request] = []
-        while len(requests) < room:
+        for _ in range(room):
             try:
                 frames = self.socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 break
-            request = split_request(frames)
+            request = split_client_request(frames)
             if request is None:
                 self._refuse(frames)
             else:
                 requests.append(request)
         return requests
 
-    def send(self, envelope: list[bytes], answer: bytes) -> None:
-        # A ROUTER drops an answer to a client that has gone: nothing to do about it here.
-        self.socket.send_multipart([*envelope, answer], copy=False)
+    def send(self, envelope: list[bytes], answer: bytes) -> bool:
+        peer, frames = envelope[0], [*envelope, answer]
+        if peer not in self._outbox:  # else: after the answers already waiting, in order
+            sent = self._send_now(frames)
+            if sent is not None:
+                return sent
+        queued = self._outbox_bytes.get(peer, 0)
+        if queued and queued + len(answer) > self._queue_bytes:
+            self._note_dropped()  # it does not read what it asked for
+            return True
+        self._outbox.setdefault(peer, deque()).append(frames)
+        self._outbox_bytes[peer] = queued + len(answer)
+        return True
+
+    @property
+    def waiting(self) -> bool:
+        return bool(self._outbox)
+
+    def flush(self) -> list[bytes]:
+        gone: list[bytes] = []
+        for peer in list(self._outbox):
+            queue = self._outbox[peer]
+            while queue:
+                sent = self._send_now(queue[0])
+                if sent is None:  # still full
+                    break
+                if not sent:
+                    gone.append(peer)
+                    queue.clear()
+                    break
+                self._outbox_bytes[peer] -= len(queue.popleft()[-1])
+            if not queue:
+                del self._outbox[peer], self._outbox_bytes[peer]
+        return gone
+
+    def _send_now(self, frames: list[bytes]) -> bool | None:
+        """Send without waiting: True if sent, False if the peer has gone, None if its queue
+        is full."""
+        try:
+            self.socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return None
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.EHOSTUNREACH:
+                return False
+            raise
+        return True
 
     def on_event(self, available: int) -> None:
         pass
@@ -232,11 +410,27 @@ class BoundFront:
         self.socket.close()
 
     def _refuse(self, frames: list[bytes]) -> None:
-        log.warning("srpc zmq: a request without the [tag, empty, message] envelope")
+        self._note_dropped(malformed=True)
         error = protocol.control_error(
-            "malformed ZeroMQ request: expected the frames [tag, empty frame, message]"
+            f"malformed ZeroMQ request: expected {REQUEST_FRAMES - 1} frames [tag, empty frame, "
+            f"message], got {len(frames) - 1} frames"
         )
-        self.socket.send_multipart([frames[0], DELIMITER, error])
+        self.send([frames[0], DELIMITER], error)
+
+    def _note_dropped(self, malformed: bool = False) -> None:
+        """Warn about refused requests and dropped replies, at most once per WARN_INTERVAL."""
+        self._dropped += 1
+        now = monotonic()
+        if now - self._warned < WARN_INTERVAL:
+            return
+        self._warned = now
+        what = (
+            "a request without the [tag, empty, message] envelope"
+            if malformed
+            else ("a reply dropped: its client does not read its replies (queue full)")
+        )
+        log.warning("srpc zmq: %s (%d such event(s) since the last warning)", what, self._dropped)
+        self._dropped = 0
 
 
 class BrokerFront:
@@ -286,11 +480,19 @@ class BrokerFront:
             else:
                 log.warning("srpc zmq: unexpected message from the broker: %r", frames[:1])
 
-    def send(self, envelope: list[bytes], answer: bytes) -> None:
+    def send(self, envelope: list[bytes], answer: bytes) -> bool:
         try:
             self.socket.send_multipart([REPLY, *envelope, answer], flags=zmq.NOBLOCK, copy=False)
         except zmq.Again:
             log.warning("srpc zmq: an answer was dropped: the broker is not taking any")
+        return True  # the broker's clients come and go behind it: never "gone" from here
+
+    @property
+    def waiting(self) -> bool:
+        return False
+
+    def flush(self) -> list[bytes]:
+        return []
 
     def on_event(self, available: int) -> None:
         while self._monitor.poll(0):
@@ -339,6 +541,8 @@ class ZmqListener(Listener):
         handler: Handler,
         workers: int,
         address: str,
+        *,
+        max_in_flight: int | None = None,
     ) -> None:
         self.address = address
         self.port = front.port if isinstance(front, BoundFront) else 0
@@ -346,7 +550,12 @@ class ZmqListener(Listener):
         self._front: Front = front
         self._context = context
         self._pool = WorkerPool(context, handler, workers, settings.max_message_bytes)
-        self._pending: deque[Request] = deque()  # calls taken from the broker, awaiting a worker
+        self._pending = FairQueue()  # calls read, awaiting a worker
+        self._peers = PeerLimits(max_in_flight)
+        # A bound front reads ahead up to `workers` waiting calls, so that a call past its
+        # peer's limit is refused at once and waiting calls are taken round robin; the broker
+        # sends no more calls than there are idle workers.
+        self._backlog = workers if isinstance(front, BoundFront) else 0
         self._stop = threading.Event()
         self._waker = Waker()
 
@@ -379,28 +588,55 @@ class ZmqListener(Listener):
                 if monotonic() > deadline:
                     log.warning("srpc zmq: stopping with %d call(s) unanswered", self._pool.running)
                     return False
-            room = self._pool.idle - len(self._pending)
+            room = self._pool.idle + self._backlog - len(self._pending)
             poller.register(self._front.socket, zmq.POLLIN if self._front.accepting(room) else 0)
             timeout = ms(SERVING_POLL if deadline is None else STOPPING_POLL)
+            if self._front.waiting:
+                timeout = ms(FLUSH_RETRY)
             self._handle(dict(poller.poll(timeout)), room)
 
     def _handle(self, events: dict[object, int], room: int) -> None:
         if self._waker.fileno() in events:  # a Poller reports it by its file descriptor
             self._waker.drain()
+        if self._front.waiting:
+            for peer in self._front.flush():
+                self._peers.done(peer, self._pending.drop(peer))
         if self._pool.socket in events:
             for envelope, answer in self._pool.collect():
-                self._front.send(envelope, answer)
+                self._peers.done(envelope[0])
+                self._send(envelope, answer)
         if self._front.socket in events:
-            self._pending.extend(self._front.read(room))
+            for request in self._front.read(room):
+                self._admit(request)
         if any(watched in events for watched in self._front.watched):
             self._front.on_event(self._pool.size - self._pool.running - len(self._pending))
         while self._pending and self._pool.idle:
             self._pool.submit(*self._pending.popleft())
 
+    def _admit(self, request: Request) -> None:
+        """Queue a request, or refuse it at once if its peer has `max_in_flight` calls."""
+        envelope = request[0]
+        if self._peers.admit(envelope[0]):
+            self._pending.append(request)
+            return
+        busy = protocol.control_error(
+            f"too many calls in flight on this connection (at most {self._peers.limit}: "
+            "[srpc.zmq] max_in_flight); nothing ran",
+            protocol.Code.BUSY,
+        )
+        self._send(envelope, busy)
+
+    def _send(self, envelope: list[bytes], answer: bytes) -> None:
+        """Send an answer; if its peer has gone, drop the calls it left waiting."""
+        if not self._front.send(envelope, answer):
+            peer = envelope[0]
+            self._peers.done(peer, self._pending.drop(peer))
+
     def _drained(self) -> bool:
         return (
             self._front.receiving_done()
             and not self._pending
+            and not self._front.waiting
             and self._pool.idle == self._pool.size  # answered, and every worker has started
         )
 

@@ -25,6 +25,9 @@ server is skipped instead of piling up a queue, and a stopping server loses no c
 from __future__ import annotations
 
 DELIMITER = b""
+#: What a server's ROUTER receives from a client, exactly: peer id, tag, delimiter, message.
+#: A message of any other shape is refused (nothing in it is looked at).
+REQUEST_FRAMES = 4
 #: A client's request: tag, delimiter, message. A server sees one routing frame more per hop.
 MAX_ENVELOPE_FRAMES = 8
 
@@ -47,6 +50,14 @@ def split_request(frames: list[bytes]) -> tuple[list[bytes], bytes] | None:
     frames do not have that shape.
     """
     if not 3 <= len(frames) <= MAX_ENVELOPE_FRAMES + 1 or frames[-2] != DELIMITER:
+        return None
+    return frames[:-1], frames[-1]
+
+
+def split_client_request(frames: list[bytes]) -> tuple[list[bytes], bytes] | None:
+    """`split_request` for a client's request read by a server's ROUTER: exactly
+    `REQUEST_FRAMES` frames, ``[peer id, tag, b"", message]``; None for anything else."""
+    if len(frames) != REQUEST_FRAMES or frames[2] != DELIMITER:
         return None
     return frames[:-1], frames[-1]
 
