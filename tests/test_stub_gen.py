@@ -404,8 +404,7 @@ ERROR_CASES = {
     "unknown type": (
         HEAD + "class CalcInterface(ABC):\n    @abstractmethod\n"
         "    def add(self, a: int, b: list[complex]) -> None: ...\n",
-        "add(): parameter 'b' is annotated list[complex], and srpc does not know the type "
-        "complex",
+        "add(): parameter 'b' is annotated list[complex], and srpc does not know the type complex",
     ),
     "unknown return type": (
         HEAD + "import threading\n\nclass CalcInterface(ABC):\n    @abstractmethod\n"
