@@ -269,8 +269,17 @@ class RawZmtp:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         mechanism = b"NULL".ljust(20, b"\x00")
         self.sock.sendall(b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + mechanism + b"\x00" * 32)
+        self._read_exactly(64)  # the server's greeting, before our first command
         ready = b"\x05READY" + _zmtp_property(b"Socket-Type", b"DEALER")
         self.sock.sendall(b"\x04" + bytes([len(ready)]) + ready)
+
+    def _read_exactly(self, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = self.sock.recv(size - len(data))
+            assert chunk, f"the server closed the connection after {data!r}"
+            data += chunk
+        return data
 
     def __enter__(self) -> RawZmtp:
         return self
