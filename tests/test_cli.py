@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from support import PYTHON, child_env
@@ -55,3 +56,33 @@ def test_python_dash_m_srpc_core_is_the_same_command() -> None:
         [PYTHON, "-m", "srpc_core", "--version"], capture_output=True, text=True, timeout=60
     )
     assert result.stdout.strip() == "srpc 0.2.0"
+
+
+def test_plugins_names_a_missing_optional_dependency() -> None:
+    from srpc_core import Codec, hookimpl
+    from srpc_core.plugins import Plugins
+
+    class NeedsNothingInstalled(Codec):
+        requires = {"srpc_dependency_nobody_installed": "pip install srpc-nothing"}
+
+        def encode(self, message: object) -> bytes:
+            raise NotImplementedError
+
+        def decode(self, data: bytes) -> object:
+            raise NotImplementedError
+
+    class Plugin:
+        @hookimpl
+        def srpc_register_codecs(self, register: Callable[..., None]) -> None:
+            register("nothing", NeedsNothingInstalled)
+
+    info = Plugins({"needy": Plugin()}).infos["needy"]
+    assert info.missing == [
+        "nothing: needs srpc_dependency_nobody_installed (pip install srpc-nothing)"
+    ]
+
+
+def test_the_optional_built_ins_declare_what_they_need() -> None:
+    from srpc_plugins.zmq import ZmqTransport
+
+    assert ZmqTransport.requires == {"zmq": "pip install 'srpclib[zmq]'"}

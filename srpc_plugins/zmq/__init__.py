@@ -119,6 +119,8 @@ class ZmqTransport(Transport):
     """ZeroMQ: a DEALER socket per client channel, a ROUTER and worker threads per server."""
 
     name = "zmq"
+    #: What `srpc plugins` checks for (see docs/plugins.md).
+    requires = {"zmq": INSTALL_HINT}
 
     def __init__(self, settings: TransportSettings) -> None:
         super().__init__(settings)
