@@ -39,6 +39,7 @@ from srpc_core.transport import Channel, Handler, answer
 
 log = logging.getLogger("srpc.streams")
 HEADER = struct.Struct(">I")
+_unpack = HEADER.unpack
 #: Below this, header and body go out in one system call; above it, copying them together
 #: would cost more than the second call.
 SMALL_MESSAGE = 64 * 1024
@@ -110,44 +111,39 @@ def _recv_frame(
     tracks the deadline (`_recv_rest`).
     """
     try:
-        header = sock.recv(HEADER.size)
+        header = sock.recv(4)
     except BlockingIOError:  # a kernel timeout (see set_timeout) ran out
         raise TimeoutError("timed out") from None
-    if len(header) != HEADER.size:
+    if len(header) != 4:
         if not header:
             return None
         if expires is None and timeout is not None:
             expires = time.monotonic() + timeout  # the message has begun
-        header = _recv_rest(sock, header, HEADER.size, expires, timeout)
+        header = _recv_rest(sock, header, 4, expires, timeout)
     if check_header is not None:
         check_header(header)
-    (size,) = HEADER.unpack(header)
+    size = _unpack(header)[0]
     if size > max_bytes:
         raise OversizedFrameError(size, header)
-    if size == 0:
+    if not size:
         return b""
-    first = _recv_available(sock, min(size, CHUNK), expires is not None or timeout is not None)
+    deadline = expires is not None or timeout is not None
+    try:
+        if deadline and _DONTWAIT is not None:  # only what has arrived: no wait here
+            first = sock.recv(size if size < CHUNK else CHUNK, _DONTWAIT)
+        else:
+            first = sock.recv(size if size < CHUNK else CHUNK)
+            if not first:
+                raise EOFError("the peer closed the connection in the middle of a message")
+    except BlockingIOError:  # nothing yet (MSG_DONTWAIT), or a kernel timeout ran out
+        if not deadline or _DONTWAIT is None:
+            raise TimeoutError("timed out") from None
+        first = b""
     if len(first) == size:
         return first
     if expires is None and timeout is not None:
         expires = time.monotonic() + timeout
     return _recv_rest(sock, first, size, expires, timeout)
-
-
-def _recv_available(sock: socket.socket, size: int, deadline: bool) -> bytes:
-    """Up to `size` bytes. With a `deadline` to keep (and MSG_DONTWAIT), only what has already
-    arrived (possibly nothing): the wait, if any, is `_recv_rest`'s, bounded by the deadline."""
-    try:
-        if deadline and _DONTWAIT is not None:
-            return sock.recv(size, _DONTWAIT)
-        data = sock.recv(size)
-    except BlockingIOError:  # nothing yet (MSG_DONTWAIT), or a kernel timeout ran out
-        if deadline and _DONTWAIT is not None:
-            return b""
-        raise TimeoutError("timed out") from None
-    if not data:
-        raise EOFError("the peer closed the connection in the middle of a message")
-    return data
 
 
 def _recv_rest(
@@ -289,12 +285,15 @@ class StreamChannel(Channel):
             self._timeout = timeout
         try:
             if self.answered:
-                send_frame_by(self.sock, message, expires)
+                if len(message) < SMALL_MESSAGE:  # the hot path: one system call
+                    self.sock.sendall(HEADER.pack(len(message)) + message)
+                else:
+                    send_frame_by(self.sock, message, expires)
                 check = None
             else:
                 send_frame_by(self.sock, _ended_by_a_line_break(message), expires)
                 check = self._check_first_reply
-            if expires - time.monotonic() < timeout - 0.001:
+            if len(message) >= SMALL_MESSAGE and expires - time.monotonic() < timeout - 0.001:
                 # Sending took time (a large request, a server slow to read): the wait for the
                 # reply gets what is left, not a whole `timeout` of its own.
                 _wait_readable(self.sock, expires, timeout)
@@ -303,7 +302,7 @@ class StreamChannel(Channel):
             raise self.foreign_peer(exc.name) from None
         except OversizedFrameError as exc:
             raise self.oversized_reply(exc) from None
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):  # BlockingIOError: a kernel timeout ran out
             raise CallTimeoutError(f"no reply from {self.address} within {timeout} s") from None
         except (OSError, EOFError) as exc:
             raise self.broken(exc) from None
@@ -469,7 +468,10 @@ class StreamListener(ThreadedListener[socket.socket]):
                 if message is None:
                     return  # the client hung up
                 reply = answer(self._handler, message, self._max_bytes)
-                send_frame_by(conn, reply, time.monotonic() + timeout)
+                if len(reply) < SMALL_MESSAGE:  # one system call into the socket's buffer
+                    conn.sendall(HEADER.pack(len(reply)) + reply)
+                else:  # a peer that stops reading cannot hold this thread past `timeout`
+                    send_frame_by(conn, reply, time.monotonic() + timeout)
         except (OSError, EOFError) as exc:  # idle timeout, reset, truncated message, shutdown
             log.debug("srpc: connection to %s ended: %s", self.address, exc)
 
