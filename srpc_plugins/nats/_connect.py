@@ -110,7 +110,7 @@ async def open_connection(
     await _close_quietly(nc)
     last = failures[-1] if failures else None
     where = f"NATS at {servers_text(options)}"
-    if isinstance(last, AuthorizationError):
+    if isinstance(last, AuthorizationError) or "authorization" in str(last).lower():
         raise ServerUnavailableError(
             f"{where} refused this side's credentials ({last}): check the credentials "
             "options of [srpc.nats] (creds_file, nkey_seed_file, token_env, user_env and "
