@@ -209,7 +209,12 @@ class Plugins:
         config.check_tables([*self.transports, *self.codecs, *self.infos])
         codec = self.codec(config.codec, config.options(config.codec), config.source)
         settings = TransportSettings(
-            config.options(config.transport), config.max_message_bytes, config.timeout
+            config.options(config.transport),
+            config.max_message_bytes,
+            config.timeout,
+            max_connections=config.max_connections,
+            idle_timeout=config.idle_timeout,
+            max_in_flight=config.max_in_flight,
         )
         return codec, self.transport(config.transport, settings, config.source)
 

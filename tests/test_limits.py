@@ -14,6 +14,7 @@ import signal
 import socket
 import struct
 import sys
+from pathlib import Path
 
 import pytest
 from limits_support import (
@@ -26,6 +27,7 @@ from limits_support import (
     memory_kib,
     read_frame,
 )
+from support import ServerProcess, run_client
 
 pytestmark = [
     pytest.mark.e2e,
@@ -135,3 +137,26 @@ def test_log_lines_about_one_peer_are_rate_limited(tmp_path) -> None:
                 assert "exceeds max_message_bytes" in error["error"]
         assert good_call(server) == "6"
         assert server.text().count("exceeds max_message_bytes") == 1, server.text()
+
+
+def test_the_limits_in_srpc_toml_reach_the_transport(calc_dir: Path) -> None:
+    """[srpc] max_connections set in srpc.toml, a real server from the generated stub: the
+    connection past the limit is refused as busy, and the client says so."""
+    config = calc_dir / "limits.toml"
+    config.write_text("[srpc]\nmax_connections = 1\nidle_timeout = 30\n")
+    with ServerProcess(calc_dir, "calc", config=config) as server:
+        holder = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        try:
+            result = run_client(
+                server.project,
+                "import srpc_core\n"
+                "from srpc_calc_client_stub import SrpcCalcClientStub\n"
+                f"calc = SrpcCalcClientStub('127.0.0.1', {server.port}, timeout=10)\n"
+                "try:\n    calc.add(1, 2)\n"
+                "except srpc_core.ServerUnavailableError as e:\n    print('UNAVAILABLE', e)\n",
+            )
+        finally:
+            holder.close()
+        assert "UNAVAILABLE" in result.stdout and "busy" in result.stdout, (
+            result.stdout + result.stderr
+        )
