@@ -12,12 +12,13 @@ import pytest
 from srpc_core.testing import CodecConformance, TransportConformance
 from srpc_plugins.cbor_codec import CborCodec
 from srpc_plugins.json_codec import JsonCodec
+from srpc_plugins.msgpack_codec import MsgpackCodec
 from srpc_plugins.tcp import TcpTransport
 
 EXAMPLE_SRC = Path(__file__).resolve().parent.parent / "examples" / "srpc-plugin-example" / "src"
 sys.path.insert(0, str(EXAMPLE_SRC))  # the example plugin is not installed in srpc's own venv
 
-from srpc_plugin_example.msgpack_codec import MsgpackCodec  # noqa: E402
+from srpc_plugin_example.msgpack_codec import MsgpackCodec as ExampleMsgpackCodec  # noqa: E402
 from srpc_plugin_example.uds import UdsTransport  # noqa: E402
 
 
@@ -39,6 +40,19 @@ class TestMsgpackCodec(CodecConformance):
     codec = MsgpackCodec
 
 
+class TestMsgpackByRegisteredName(CodecConformance):
+    codec = "msgpack"  # srpc's own entry point
+
+
+class TestMsgpackCodecWithSmallBudgets(CodecConformance):
+    codec = MsgpackCodec
+    options = {"max_depth": 8, "max_containers": 64}
+
+
+class TestExampleMsgpackCodec(CodecConformance):
+    codec = ExampleMsgpackCodec
+
+
 class TestTcpTransport(TransportConformance):
     transport = TcpTransport
 
@@ -48,9 +62,14 @@ class TestTcpByRegisteredNameWithCbor(TransportConformance):
     codec = "cbor"
 
 
+class TestTcpByRegisteredNameWithMsgpack(TransportConformance):
+    transport = "tcp"
+    codec = "msgpack"
+
+
 class TestUdsTransport(TransportConformance):
     transport = UdsTransport
-    codec = MsgpackCodec
+    codec = ExampleMsgpackCodec
 
     @pytest.fixture
     def listen_host(self) -> Iterator[str]:
