@@ -45,6 +45,7 @@ from typing import Generic, TypeVar
 
 from srpc_core.ratelimit import LogLimiter
 from srpc_core.transport import Listener
+from srpc_core.wakeup import Waker
 
 log = logging.getLogger("srpc.listeners")
 #: The default of ``[srpc] max_connections``.
@@ -90,9 +91,7 @@ class ThreadedListener(Listener, Generic[Peer]):
         self.drain_timeout = drain_timeout
         self.max_connections = max_connections
         self._stopping = threading.Event()
-        self._wake_reader, self._wake_writer = socket.socketpair()
-        self._wake_reader.setblocking(False)
-        self._wake_writer.setblocking(False)
+        self._waker = Waker()
         self._selector: selectors.BaseSelector | None = None
         self._peers: dict[Peer, threading.Thread] = {}
         self._peers_lock = threading.Lock()
@@ -147,31 +146,21 @@ class ThreadedListener(Listener, Generic[Peer]):
         selector = self._selector
         if selector is None:
             selector = self._selector = selectors.DefaultSelector()
-            selector.register(self._wake_reader, selectors.EVENT_READ)
+            selector.register(self._waker, selectors.EVENT_READ)
         try:
             selector.get_key(fileobj)
         except KeyError:
             selector.register(fileobj, selectors.EVENT_READ)
         while not self._stopping.is_set():
             for key, _ in selector.select():
-                if key.fileobj is not self._wake_reader:
+                if key.fileobj is not self._waker:
                     return True
-                self._drain_wake_ups()
+                self._waker.drain()
         return False
-
-    def _drain_wake_ups(self) -> None:
-        try:
-            while self._wake_reader.recv(4096):
-                pass
-        except OSError:  # nothing more to read
-            pass
 
     def wake(self) -> None:
         """Make a waiting `accept` return. Never blocks; safe in a signal handler."""
-        try:
-            self._wake_writer.send(b"x")
-        except OSError:  # full (a wake-up is already pending) or closed (serving is over)
-            pass
+        self._waker.wake()
 
     def back_off(self, reason: str) -> None:
         """Pause accepting for `BACK_OFF_SECONDS` (or until `shutdown`), logging `reason` at
@@ -210,8 +199,7 @@ class ThreadedListener(Listener, Generic[Peer]):
                     self._drain()
                     if self._selector is not None:
                         self._selector.close()
-                    self._wake_reader.close()
-                    self._wake_writer.close()
+                    self._waker.close()
 
     def shutdown(self) -> None:
         self._stopping.set()
