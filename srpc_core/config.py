@@ -220,3 +220,18 @@ def resolve_host(host: str) -> str:
             return str(probe.getsockname()[0])
         except OSError:
             return "127.0.0.1"
+
+
+__all__ = [
+    "CONFIG_ENV_VAR",
+    "CONFIG_FILE_NAME",
+    "CORE_TABLES",
+    "Config",
+    "LAN_HOST",
+    "MAX_MESSAGE_BYTES_LIMIT",
+    "METRICS_OPTIONS",
+    "SETTINGS",
+    "find_config_file",
+    "load_config",
+    "resolve_host",
+]

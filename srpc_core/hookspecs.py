@@ -98,3 +98,21 @@ def srpc_register_types(register: RegisterType) -> None:
     Called once per process, the first time a client, a server or the stub generator needs
     the adapters. The first registration whose class or predicate matches a type wins.
     """
+
+
+__all__ = [
+    "RegisterCodec",
+    "RegisterCommand",
+    "RegisterObserver",
+    "RegisterTransport",
+    "RegisterType",
+    "hookimpl",
+    "hookspec",
+    "srpc_error_from_wire",
+    "srpc_error_to_wire",
+    "srpc_register_call_observers",
+    "srpc_register_codecs",
+    "srpc_register_commands",
+    "srpc_register_transports",
+    "srpc_register_types",
+]

@@ -268,3 +268,11 @@ class ThreadedListener(Listener, Generic[Peer]):
         for thread in serving.values():
             if thread.ident is not None:  # started (a thread that never started is not waited)
                 thread.join(max(0.0, deadline - time.monotonic()))
+
+
+__all__ = [
+    "BACK_OFF_SECONDS",
+    "DEFAULT_MAX_CONNECTIONS",
+    "Peer",
+    "ThreadedListener",
+]

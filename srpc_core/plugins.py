@@ -287,3 +287,15 @@ def reset_plugins() -> None:
     global _plugins
     with _plugins_lock:
         _plugins = None
+
+
+__all__ = [
+    "DISABLE_ENV_VAR",
+    "ENTRY_POINT_GROUP",
+    "ESSENTIAL_PLUGINS",
+    "Offer",
+    "PluginInfo",
+    "Plugins",
+    "get_plugins",
+    "reset_plugins",
+]

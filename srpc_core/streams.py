@@ -547,3 +547,22 @@ def _drain_input(conn: socket.socket) -> None:
                 return
         except OSError:  # nothing more (BlockingIOError) or reset
             return
+
+
+__all__ = [
+    "CHUNK",
+    "HEADER",
+    "KERNEL_TIMEOUTS",
+    "OUT_OF_RESOURCES",
+    "OversizedFrame",
+    "SIGNATURES",
+    "SMALL_MESSAGE",
+    "StreamChannel",
+    "StreamListener",
+    "TLS_CONTENT_TYPES",
+    "identify_protocol",
+    "recv_frame",
+    "send_frame",
+    "send_frame_by",
+    "set_timeout",
+]

@@ -306,3 +306,17 @@ def _describe(exc: BaseException) -> str:
 def srpc_register_codecs(register: RegisterCodec) -> None:
     """Offer ``cbor``."""
     register("cbor", CborCodec)
+
+
+__all__ = [
+    "CBOR2_BUILTIN_TAGS",
+    "CONTAINER_HEADS",
+    "CborCodec",
+    "DEFAULT_MAX_BIGNUM_BYTES",
+    "DEFAULT_MAX_CONTAINERS",
+    "DEFAULT_MAX_DEPTH",
+    "OPTIONS",
+    "REFUSED_TYPES",
+    "SELF_DESCRIBE_TAG",
+    "srpc_register_codecs",
+]

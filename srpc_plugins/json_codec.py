@@ -150,3 +150,12 @@ def _compact_encoder(default: Callable[[Any], Any]) -> Callable[[Any], str]:
 def srpc_register_codecs(register: RegisterCodec) -> None:
     """Offer ``json``."""
     register("json", JsonCodec)
+
+
+__all__ = [
+    "DEFAULT_MAX_CONTAINERS",
+    "DEFAULT_MAX_INT_DIGITS",
+    "JsonCodec",
+    "OPTIONS",
+    "srpc_register_codecs",
+]

@@ -202,3 +202,16 @@ def show_live(
                 time.sleep(interval)
     except KeyboardInterrupt:
         pass  # Live's exit has restored the cursor; Ctrl+C is the normal way out
+
+
+__all__ = [
+    "MAX_NAME",
+    "MAX_SERVERS_LISTED",
+    "WIDE_COLUMNS",
+    "format_seconds",
+    "format_uptime",
+    "printable",
+    "render",
+    "show_live",
+    "show_once",
+]

@@ -289,3 +289,20 @@ def _log_to_stderr(logger: logging.Logger, quiet: bool) -> None:
     handler.setFormatter(logging.Formatter("srpc broker: %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+__all__ = [
+    "BROKER_DESCRIPTION",
+    "BROKER_EPILOG",
+    "INSTALL_HINT",
+    "MAX_WORKERS",
+    "MIB",
+    "OPTIONS",
+    "ZmqOptions",
+    "ZmqTransport",
+    "configure_broker_parser",
+    "require_pyzmq",
+    "run_broker",
+    "srpc_register_commands",
+    "srpc_register_transports",
+]

@@ -235,3 +235,12 @@ class Broker:
         self._back.close(linger=0)
         self._waker.close()
         self._context.term()
+
+
+__all__ = [
+    "Broker",
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "LINGER_MS",
+    "SERVING_POLL",
+    "STOPPING_POLL",
+]

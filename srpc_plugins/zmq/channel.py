@@ -194,3 +194,12 @@ class ZmqChannel(Channel):
                     "refused a message larger than its max_message_bytes (or the reply was "
                     f"larger than this client's, {self._max_bytes})"
                 )
+
+
+__all__ = [
+    "BROKEN_EVENTS",
+    "HANDSHAKE_FAILED",
+    "MONITORED_EVENTS",
+    "TAG",
+    "ZmqChannel",
+]

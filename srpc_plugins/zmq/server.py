@@ -648,3 +648,25 @@ class ZmqListener(Listener):
             self._context.term()  # waits up to LINGER_MS for the last answers to leave
         else:  # workers are stuck in calls: terminating the context would wait for them
             self._pool.socket.close(linger=0)
+
+
+__all__ = [
+    "ASYNC_SIGNALS",
+    "BYE_ACK_TIMEOUT",
+    "BoundFront",
+    "BrokerFront",
+    "Context",
+    "FLUSH_RETRY",
+    "FairQueue",
+    "Front",
+    "LINGER_MS",
+    "PeerLimits",
+    "Request",
+    "SERVING_POLL",
+    "STOPPING_POLL",
+    "WARN_INTERVAL",
+    "WORKER_READY",
+    "WORKER_STOP",
+    "WorkerPool",
+    "ZmqListener",
+]

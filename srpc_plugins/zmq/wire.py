@@ -70,3 +70,20 @@ def ms(seconds: float) -> int:
 def tcp_endpoint(host: str, port: int) -> str:
     """The ZeroMQ endpoint for host and port (IPv6 literals in brackets)."""
     return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+
+
+__all__ = [
+    "BYE",
+    "CALL",
+    "DELIMITER",
+    "HEARTBEAT_INTERVAL_MS",
+    "HEARTBEAT_TIMEOUT_MS",
+    "MAX_ENVELOPE_FRAMES",
+    "READY",
+    "REPLY",
+    "REQUEST_FRAMES",
+    "ms",
+    "split_client_request",
+    "split_request",
+    "tcp_endpoint",
+]
