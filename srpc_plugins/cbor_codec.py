@@ -109,6 +109,8 @@ class CborCodec(Codec):
     """CBOR via cbor2, restricted to srpc's data model plus bytes, datetimes and big ints."""
 
     name = "cbor"
+    #: What `srpc plugins` checks for (see docs/plugins.md).
+    requires = {"cbor2": "pip install 'srpclib[cbor]'"}
     value_types = (type(None), bool, int, float, str, bytes, list, dict, datetime.datetime)
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:

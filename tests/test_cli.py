@@ -83,6 +83,8 @@ def test_plugins_names_a_missing_optional_dependency() -> None:
 
 
 def test_the_optional_built_ins_declare_what_they_need() -> None:
+    from srpc_plugins.cbor_codec import CborCodec
     from srpc_plugins.zmq import ZmqTransport
 
     assert ZmqTransport.requires == {"zmq": "pip install 'srpclib[zmq]'"}
+    assert CborCodec.requires == {"cbor2": "pip install 'srpclib[cbor]'"}
