@@ -297,7 +297,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "typed/typed.py": _implementation_source(),
         },
     )
-    for codec in ("json", "cbor"):
+    for codec in ("json", "cbor", "msgpack"):
         (project / f"{codec}.toml").write_text(f'[srpc]\ncodec = "{codec}"\n')
     return project
 
@@ -321,7 +321,7 @@ def m(stub_module: ModuleType) -> ModuleType:
     return sys.modules["typed.typed_interface"]
 
 
-@pytest.fixture(scope="module", params=["json", "cbor"])
+@pytest.fixture(scope="module", params=["json", "cbor", "msgpack"])
 def served(request: pytest.FixtureRequest, project: Path) -> Iterator[tuple[ServerProcess, Path]]:
     config = project / f"{request.param}.toml"
     with ServerProcess(project, "typed", config=config) as server:
@@ -431,6 +431,8 @@ REFUSED = [
 def test_the_server_refuses_arguments_that_do_not_fit(
     stub: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], message: str
 ) -> None:
+    if stub._srpc.config.codec == "msgpack" and any(type(a) is int and a >= 2**64 for a in args):
+        pytest.skip("msgpack has no integers beyond 64 bits: the client's codec refuses them")
     before = stub.runs()
     with pytest.raises(TypeError) as caught:
         raw_call(stub, name, args, kwargs)
