@@ -189,7 +189,7 @@ from archive.archive_interface import ArchiveInterface
 
 class Archive(ArchiveInterface):
     def store(self, name, data, when, size):
-        return {"name": name, "data": data, "when": when, "size": size, "types": [
+        return {"name": name, "data": data, "when": when, "size": size**2, "types": [
             type(data).__name__, type(when).__name__, type(size).__name__]}
 """
 CLIENT = """
@@ -198,7 +198,8 @@ from srpc_archive_client_stub import SrpcArchiveClientStub
 
 archive = SrpcArchiveClientStub("127.0.0.1", {port})
 when = datetime(2024, 2, 29, 12, 0, tzinfo=timezone(timedelta(hours=-5)))
-stored = archive.store("blob", bytes(range(256)), when, 2**100)
+stored = archive.store("blob", bytes(range(256)), when, 2**50)  # int arguments: 64 bits
+# results are not bounded: the square, a big integer, comes back whole
 assert stored["data"] == bytes(range(256)) and stored["size"] == 2**100, stored
 assert stored["when"] == when and stored["when"].utcoffset() == timedelta(hours=-5), stored
 print(stored["types"], type(stored["data"]).__name__, type(stored["when"]).__name__)
