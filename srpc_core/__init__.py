@@ -10,6 +10,7 @@ authors (`srpc_core.streams`, `srpc_core.listeners`, `srpc_core.options`,
 may change between releases.
 """
 
+from srpc_core.async_client import AsyncClient
 from srpc_core.client import Client
 from srpc_core.codec import Codec
 from srpc_core.config import Config, load_config
@@ -55,6 +56,7 @@ from srpc_core.transport import (
 from srpc_core.version import __version__
 
 __all__ = [
+    "AsyncClient",
     "CallObserver",
     "CallTimeoutError",
     "Channel",

@@ -35,12 +35,15 @@ from srpc_core.errors import (
     ErrorContext,
     FrameTooLargeError,
     MismatchError,
+    ProtocolError,
     SessionError,
+    SrpcError,
     TransportError,
     UnknownProcedureError,
 )
 from srpc_core.interface import Procedure, read_interface
 from srpc_core.plugins import Plugins, get_plugins
+from srpc_core.protocol import STATUS_ERROR, STATUS_OK
 from srpc_core.transport import Channel, Endpoint
 
 #: First pause before an idempotent call is sent again; doubles up to `_MAX_BACKOFF`.
@@ -57,6 +60,8 @@ class _ServerView:
         self.session = ""
         self.procedures: Mapping[str, protocol.ProcedureInfo] = {}
         self.agreed: frozenset[str] = frozenset()  # procedures whose fingerprints match
+        #: Calls one connection may have running at once, as the server advertised it.
+        self.max_in_flight: int | None = None
         self.lock = threading.Lock()
 
 
@@ -116,10 +121,13 @@ class _BaseClient:
             for name, spec in self.service.procedures.items()
             if name in hello.procedures and hello.procedures[name].fingerprint == spec.fingerprint
         )
+        limit = hello.extra.get("max_in_flight")
         with self._server.lock:
             self._server.session = hello.session
             self._server.procedures = hello.procedures
             self._server.agreed = agreed
+            if type(limit) is int and limit > 0:
+                self._server.max_in_flight = limit
 
     def _check_drift(self, spec: Procedure) -> None:
         """Raise `MismatchError` if the server's signature of `spec` differs from ours."""
@@ -139,9 +147,18 @@ class _BaseClient:
         args: tuple[Any, ...] | list[Any],
         kwargs: dict[str, Any],
         metadata: Mapping[str, Any] | None,
+        remaining: float,
     ) -> bytes:
+        """The request, its metadata carrying the `remaining` seconds of the call's deadline
+        (``timeout_ms``: the server does not start a call whose deadline has passed)."""
         message = protocol.encode_request(
-            self._codec, call_id, self._server.session, spec.name, args, kwargs, metadata
+            self._codec,
+            call_id,
+            self._server.session,
+            spec.name,
+            args,
+            kwargs,
+            protocol.timeout_metadata(remaining, metadata),
         )
         if len(message) > self.config.max_message_bytes:
             raise FrameTooLargeError(
@@ -153,6 +170,51 @@ class _BaseClient:
     def _raise_error(self, wire: Any) -> None:
         """Raise the exception an error response describes."""
         raise self._plugins.error_from_wire(wire, self._error_context)
+
+    def _outcome(self, plan: ProcedurePlan, ok: bool, value: Any) -> Any:
+        """The result of a response (converted to the return annotation), or raise its error."""
+        if ok:
+            return value if type(value) in plan.result_types else plan.result_from_wire(value)
+        self._raise_error(value)
+
+    def _read_reply(self, message: bytes) -> tuple[int | None, bool, Any]:
+        """Read a message that came on a connection carrying many calls (async client).
+
+        Returns ``(call_id, True, (ok, value))`` for a response, ``(call_id, False, error)``
+        for a control error (`call_id` None when the server could not name the request), and
+        ``(None, True, None)`` for a message to drop (a cancel's acknowledgement). Raises
+        `ProtocolError` for a message that is none of these.
+        """
+        if protocol.is_control(message):
+            fields = protocol.decode_control(message)
+            if "cancel" in fields and fields.get("ok") is True:
+                return None, True, None
+            error = protocol.parse_control_error(message)
+            try:
+                protocol.raise_control_error(message, self.address)
+            except SrpcError as exc:
+                return error.call_id, False, exc
+            return error.call_id, False, ProtocolError(error.message)
+        try:
+            response = self._codec.decode(message)
+        except RecursionError:
+            raise ProtocolError(
+                f"the server at {self.address} sent a response nested too deeply"
+            ) from None
+        if type(response) is list and len(response) == 3 and type(response[0]) is int:
+            call_id, status, value = response
+            if status == STATUS_OK:
+                return call_id, True, (True, value)
+            if status == STATUS_ERROR and isinstance(value, dict):
+                return call_id, True, (False, value)
+            return (
+                call_id,
+                False,
+                ProtocolError(f"the server at {self.address} sent an unknown status {status!r}"),
+            )
+        raise ProtocolError(
+            f"the server at {self.address} sent a malformed response (expected [id, status, value])"
+        )
 
     def _outcome_unknown(self, spec: Procedure, exc: TransportError) -> TransportError:
         return TransportError(
@@ -254,8 +316,9 @@ class Client(_BaseClient):
                 if spec.name not in self._server.agreed:
                     self._check_drift(spec)
                 call_id = next(self._ids)
-                message = self._encode(call_id, spec, args, kwargs, metadata)
-                reply = channel.request(message, self._budget(deadline))
+                budget = self._budget(deadline)
+                message = self._encode(call_id, spec, args, kwargs, metadata, budget)
+                reply = channel.request(message, budget)
                 response = protocol.decode_response(self._codec, reply, call_id, self.address)
             except TransportError as exc:
                 channel.close()

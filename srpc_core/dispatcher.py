@@ -5,26 +5,64 @@ layer, answer a hello by opening a session, refuse a request whose session it ca
 look the procedure up in the table built from the interface (the allow-list), check the
 arguments, call the implementation, and encode the result or the error. It never raises for bad
 input: whatever a client sends, the client gets an answer and the server goes on serving.
+
+The steps that do no I/O (`begin`: read and check a request; `_arguments`: look up and convert;
+`_succeeded`/`_failed`: encode the answer and tell the observers) are shared by two ways of
+running the implementation:
+
+* `handle`, the sync road: a transport's thread runs the call and returns the answer (an
+  ``async def`` method is run on the server's event loop, `loop`, and waited for);
+* `run`, the async road (the asyncio server): an ``async def`` method runs on the event loop,
+  cancelled when its deadline passes or the client cancels it; a plain one runs in the bounded
+  thread pool `executor`, and its result, if it comes after the deadline or a cancel, is
+  dropped and counted (`late_results`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import functools
+import inspect
 import logging
-from collections.abc import Callable
-from time import perf_counter
+import threading
+from collections.abc import Awaitable, Callable
+from time import monotonic, perf_counter
 from typing import Any
 
 from srpc_core import protocol
 from srpc_core.codec import Codec
 from srpc_core.convert import NO_ADAPTERS, ProcedurePlan, TypeAdapters, plan_service
-from srpc_core.errors import EncodeError, ErrorContext, ProtocolError, UnknownProcedureError
+from srpc_core.errors import (
+    CallTimeoutError,
+    CommunicationError,
+    EncodeError,
+    ErrorContext,
+    ProtocolError,
+    UnknownProcedureError,
+)
 from srpc_core.interface import Service
 from srpc_core.observer import CallObserver
-from srpc_core.protocol import Code, WireError
+from srpc_core.protocol import META_TIMEOUT_MS, Code, WireError
+from srpc_core.ratelimit import LogLimiter
 from srpc_core.session import SessionKeeper, default_session_key
 
 log = logging.getLogger("srpc")
 ErrorToWire = Callable[[BaseException, ErrorContext], WireError]
+#: Warnings about late results: at most one per procedure per 10 s.
+_limited = LogLimiter(period=10.0)
+
+
+#: A request read and checked by `Dispatcher.begin`, ready to run: ``(call_id, token, name,
+#: args, kwargs, expires)``, arguments in wire form, `expires` the `time.monotonic` moment the
+#: caller stops waiting (or None). A plain tuple: one is built for every call.
+Call = tuple[int, str, str, list[Any], dict[str, Any], float | None]
+
+
+class _Current(threading.local):
+    """The call a thread of the sync road is running (for ``async def`` methods)."""
+
+    call: Call | None = None
 
 
 class Dispatcher:
@@ -58,9 +96,26 @@ class Dispatcher:
         self.codec = codec
         self.transport_name = transport_name
         plans = plan_service(service, codec, types)
-        self.table: dict[str, tuple[Callable[..., Any], ProcedurePlan]] = {
-            name: (getattr(implementation, name), plans[name]) for name in service.procedures
-        }
+        #: The ``async def`` methods of the implementation, by procedure name.
+        self.coroutines: dict[str, Callable[..., Awaitable[Any]]] = {}
+        self.table: dict[str, tuple[Callable[..., Any], ProcedurePlan]] = {}
+        for name in service.procedures:
+            function = getattr(implementation, name)
+            if inspect.iscoroutinefunction(function):
+                self.coroutines[name] = function
+                function = functools.partial(self._run_on_loop, function)
+            self.table[name] = (function, plans[name])
+        #: The event loop ``async def`` methods run on (set by the server); None: none yet.
+        self.loop: asyncio.AbstractEventLoop | None = None
+        #: The bounded thread pool plain methods run in on the async road (set by the server).
+        self.executor: concurrent.futures.Executor | None = None
+        #: Results that came after their call's deadline or a cancel, and were dropped.
+        self.late_results = 0
+        #: Calls that can be cancelled: ``(session token, call id)`` -> a thread-safe canceller.
+        self.running: dict[tuple[str, int], Callable[[], object]] = {}
+        #: The ``max_in_flight`` the hello reply advertises (set by the server); None: none.
+        self.max_in_flight: int | None = None
+        self._current = _Current()
         self.sessions = sessions or SessionKeeper(default_session_key(service.name, codec.name))
         self._error_to_wire = error_to_wire
         self._error_context = ErrorContext(service.interface, send_tracebacks)
@@ -78,8 +133,64 @@ class Dispatcher:
             o for o in observers if type(o).call_started is not CallObserver.call_started
         ]
 
+    # -- the sync road -------------------------------------------------------------------------
+
     def handle(self, message: bytes) -> bytes:
-        """Answer one message (a `transport.Handler`)."""
+        """Answer one message (a `transport.Handler`): the sync road."""
+        call = self.begin(message)
+        if isinstance(call, bytes):
+            return call
+        call_id, _, name, wire_args, wire_kwargs, expires = call
+        if name in self.coroutines:
+            self._current.call = call
+        for observer in self._start_observers:
+            observer.call_started(name)
+        started = perf_counter()
+        try:
+            function, plan, args, kwargs = self._arguments(name, wire_args, wire_kwargs)
+            result = function(*args, **kwargs)
+        except BaseException as exc:  # the implementation's errors belong to the caller
+            response = self._failed(call_id, name, exc, started)
+        else:
+            response = self._succeeded(call_id, name, plan, result, started)
+        if expires is not None and monotonic() > expires:
+            # The caller has given up; the lockstep connection still expects its answer.
+            self._count_late(name)
+        return response
+
+    def _run_on_loop(self, function: Callable[..., Awaitable[Any]], *args: Any, **kw: Any) -> Any:
+        """The sync road's way to run an ``async def`` method: on the server's event loop,
+        waited for here, cancellable by the client and by its deadline."""
+        loop, call = self.loop, self._current.call
+        self._current.call = None
+        if loop is None or call is None:
+            raise RuntimeError("srpc: an async def method needs the server's event loop")
+        call_id, token, name, _, _, expires = call
+        future = asyncio.run_coroutine_threadsafe(
+            self._with_deadline(function(*args, **kw), expires), loop
+        )
+        key = (token, call_id)
+        self.running[key] = future.cancel
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            raise CommunicationError(f"{name}() was cancelled by the client") from None
+        finally:
+            self.running.pop(key, None)
+
+    @staticmethod
+    async def _with_deadline(awaitable: Awaitable[Any], expires: float | None) -> Any:
+        if expires is None:
+            return await awaitable
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout_at(loop.time() + (expires - monotonic())):
+            return await awaitable
+
+    # -- the steps both roads share (no I/O) --------------------------------------------------
+
+    def begin(self, message: bytes) -> Call | bytes:
+        """Read a request and check it: the `Call` to run, or the answer to send at once
+        (a control message's answer, a control error, an expired deadline's error)."""
         if protocol.is_control(message):
             return self._handle_control(message)
         request = protocol.decode_request(self.codec, message)
@@ -93,50 +204,140 @@ class Dispatcher:
                 Code.SESSION,
                 call_id,
             )
+        expires = None
         if metadata:
-            timeout = protocol.remaining_timeout(metadata)
-            if timeout is not None and timeout <= 0:
-                return self._error_response(call_id, protocol.expired_error(name))
-        return self._call(call_id, name, args, kwargs)
+            ms = metadata.get(META_TIMEOUT_MS)  # what srpc's clients send: read it inline
+            timeout = ms / 1000 if type(ms) is int else protocol.remaining_timeout(metadata)
+            if timeout is not None:
+                if timeout <= 0:
+                    return self._error_response(call_id, protocol.expired_error(name))
+                expires = monotonic() + timeout
+        return (call_id, token, name, args, kwargs, expires)
 
-    def _call(
-        self,
-        call_id: int,
-        name: str,
-        args: list[Any] | tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> bytes:
+    def _started(self, name: str) -> float:
         for observer in self._start_observers:
             observer.call_started(name)
-        started = perf_counter()
+        return perf_counter()
+
+    def _arguments(
+        self, name: str, args: list[Any] | tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Callable[..., Any], ProcedurePlan, list[Any] | tuple[Any, ...], dict[str, Any]]:
+        """The implementation's method, the plan, and the arguments converted and validated."""
+        entry = self.table.get(name)
+        if entry is None:
+            raise UnknownProcedureError(self._unknown_message(name))
+        function, plan = entry
+        if kwargs or not plan.fits(args):  # else: exact builtin types, nothing to convert
+            plan.procedure.check_arguments(args, kwargs)
+            args, kwargs = plan.arguments_from_wire(args, kwargs)
+        return function, plan, args, kwargs
+
+    def _succeeded(
+        self, call_id: int, name: str, plan: ProcedurePlan, result: Any, started: float
+    ) -> bytes:
         error: BaseException | None = None
         try:
-            entry = self.table.get(name)
-            if entry is None:
-                raise UnknownProcedureError(self._unknown_message(name))
-            function, plan = entry
-            if kwargs or not plan.fits(args):  # else: exact builtin types, nothing to convert
-                plan.procedure.check_arguments(args, kwargs)
-                args, kwargs = plan.arguments_from_wire(args, kwargs)
-            result = function(*args, **kwargs)
             if type(result) not in plan.result_types:
                 result = plan.result_to_wire(result)
-        except BaseException as exc:  # the implementation's errors belong to the caller
+            response = protocol.encode_result(self.codec, call_id, result)
+        except EncodeError as exc:  # a failure, and counted as one
+            error = EncodeError(f"the result of {name}() cannot be sent: {exc}")
+            response = self._error_response(call_id, error)
+        except BaseException as exc:
             error = exc
             response = self._error_response(call_id, exc)
-        else:
-            try:
-                response = protocol.encode_result(self.codec, call_id, result)
-            except EncodeError as exc:  # a failure, and counted as one
-                error = EncodeError(f"the result of {name}() cannot be sent: {exc}")
-                response = self._error_response(call_id, error)
+        self._finished(name, started, error)
+        return response
+
+    def _failed(self, call_id: int, name: str, error: BaseException, started: float) -> bytes:
+        response = self._error_response(call_id, error)
+        self._finished(name, started, error)
+        return response
+
+    def _finished(self, name: str, started: float, error: BaseException | None) -> None:
         seconds = perf_counter() - started
         for observer in self._observers:
             try:
                 observer.call_finished(name, seconds, error)
             except Exception:  # a broken observer must not break calls
                 log.exception("srpc call observer %r failed", observer)
-        return response
+
+    def _count_late(self, name: str) -> None:
+        self.late_results += 1
+        _limited.warning(
+            log,
+            ("late", name),
+            "srpc: a result of %s() came after its deadline or a cancel and was dropped "
+            "(%d late results so far)",
+            name,
+            self.late_results,
+        )
+
+    # -- the async road -------------------------------------------------------------------------
+
+    async def run(self, call: Call) -> bytes | None:
+        """Run `call` on the async road; the response, or None when there is nothing to send
+        (the client cancelled the call, or the server gave up on it)."""
+        call_id, token, name, wire_args, wire_kwargs, expires = call
+        started = self._started(name)
+        key = (token, call_id)
+        try:
+            function, plan, args, kwargs = self._arguments(name, wire_args, wire_kwargs)
+            coroutine = self.coroutines.get(name)
+            if coroutine is not None:
+                task = asyncio.current_task()
+                assert task is not None and self.loop is not None
+                self.running[key] = functools.partial(self.loop.call_soon_threadsafe, task.cancel)
+                result = await self._with_deadline(coroutine(*args, **kwargs), expires)
+            else:
+                result = await self._in_thread(call, function, args, kwargs)
+        except asyncio.CancelledError as exc:
+            self._finished(name, started, exc)
+            return None  # cancelled by the client (or by a server that stopped waiting)
+        except TimeoutError as exc:
+            if expires is not None and monotonic() >= expires:
+                error = CallTimeoutError(f"the deadline of {name}() passed while it ran")
+                return self._failed(call_id, name, error, started)
+            return self._failed(call_id, name, exc, started)
+        except BaseException as exc:  # the implementation's errors belong to the caller
+            return self._failed(call_id, name, exc, started)
+        finally:
+            self.running.pop(key, None)
+        return self._succeeded(call_id, name, plan, result, started)
+
+    async def _in_thread(
+        self,
+        call: Call,
+        function: Callable[..., Any],
+        args: list[Any] | tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """Run a plain method in the thread pool. It runs to its end; if the caller stops
+        waiting first (deadline, cancel), its result is dropped and counted when it comes."""
+        executor = self.executor
+        assert executor is not None
+        call_id, token, name, _, _, expires = call
+        future = executor.submit(function, *args, **kwargs)
+        waiting = asyncio.wrap_future(future)
+        task = asyncio.current_task()
+        assert task is not None and self.loop is not None
+        self.running[(token, call_id)] = functools.partial(
+            self.loop.call_soon_threadsafe, task.cancel
+        )
+        try:
+            if expires is None:
+                return await waiting
+            loop = asyncio.get_running_loop()
+            async with asyncio.timeout_at(loop.time() + (expires - monotonic())):
+                return await waiting
+        except (asyncio.CancelledError, TimeoutError):
+            if not future.cancel():  # running or done: it runs to its end, then is dropped
+                future.add_done_callback(lambda done: self._late(name, done))
+            raise
+
+    def _late(self, name: str, future: concurrent.futures.Future[Any]) -> None:
+        if not future.cancelled():  # it ran (a job cancelled before it started did not)
+            self._count_late(name)
 
     def _error_response(self, call_id: int, error: BaseException) -> bytes:
         return protocol.encode_error(
@@ -151,9 +352,13 @@ class Dispatcher:
         if fields.get("hello") is True:
             return self._answer_hello(protocol.parse_hello(fields))
         if "cancel" in fields:
-            # Calls on a request/reply handler run to their end: nothing is left to cancel.
-            call_id = fields["cancel"]
-            return protocol.cancel_ack(call_id if type(call_id) is int else -1, False)
+            call_id, token = fields["cancel"], fields.get("session")
+            if type(call_id) is not int:
+                return protocol.cancel_ack(-1, False)
+            canceller = self.running.get((token, call_id)) if type(token) is str else None
+            if canceller is not None:
+                canceller()  # an async def method, or a wait for a plain one: cancelled
+            return protocol.cancel_ack(call_id, canceller is not None)
         return protocol.control_error(
             "unknown control message: expected a hello or a cancel", Code.MALFORMED
         )
@@ -164,8 +369,9 @@ class Dispatcher:
         if code:
             return protocol.hello_refusal(code, problems, codec, transport, service)
         session = self.sessions.open()
+        extra = {} if self.max_in_flight is None else {"max_in_flight": self.max_in_flight}
         return protocol.HelloReply(
-            codec, transport, service, session.token, self._procedure_infos
+            codec, transport, service, session.token, self._procedure_infos, extra
         ).encode()
 
     def _unknown_message(self, name: object) -> str:
@@ -173,4 +379,4 @@ class Dispatcher:
         return f"{self.service.name} has no procedure {name!r}; it serves: {known}"
 
 
-__all__ = ["Dispatcher", "ErrorToWire"]
+__all__ = ["Call", "Dispatcher", "ErrorToWire"]

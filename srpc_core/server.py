@@ -3,23 +3,51 @@
 `Server.start()` binds, prints a start-up line, and serves until `stop()` is called from any
 thread, or Ctrl+C / SIGTERM arrive (handled only when `start` runs in the main thread). Calls in
 flight finish and get their responses before it returns.
+
+`await Server.serve()` does the same inside a running asyncio application (the asyncio server):
+``async def`` methods of the implementation run on the event loop, plain ones in a bounded
+thread pool (grpc.aio's rule). Over a transport with a native async side (``tcp``) one
+connection runs up to ``max_in_flight`` calls at once and answers them as they finish; over a
+v0.1 transport the core serves its threaded listener and runs the ``async def`` methods on the
+loop. `start()` uses the asyncio server when the implementation has ``async def`` methods, and
+the threaded one (the fastest for plain methods) otherwise.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
+import signal
 import sys
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from srpc_core import protocol
 from srpc_core.config import Config, load_config, resolve_host
-from srpc_core.dispatcher import Dispatcher
-from srpc_core.errors import SrpcError
+from srpc_core.dispatcher import Call, Dispatcher
+from srpc_core.errors import OversizedFrameError, SrpcError, TransportError
 from srpc_core.interface import read_interface
 from srpc_core.observer import CallObserver, ServerInfo
 from srpc_core.plugins import Plugins, get_plugins
-from srpc_core.signals import stop_on_signals
-from srpc_core.transport import Endpoint, Listener
+from srpc_core.signals import STOP_SIGNALS, stop_on_signals
+from srpc_core.streams import identify_protocol
+from srpc_core.transport import AsyncChannel, AsyncListener, Endpoint, Listener
+
+#: Threads that run plain (not ``async def``) methods on the asyncio server.
+DEFAULT_THREADS = 32
+
+
+class _Peer:
+    """One connection of the asyncio server: its calls running, and its reader."""
+
+    def __init__(self, channel: AsyncChannel, max_in_flight: int) -> None:
+        self.channel = channel
+        self.slots = asyncio.Semaphore(max_in_flight)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.reader: asyncio.Task[None] | None = None
 
 
 class Server:
@@ -58,21 +86,34 @@ class Server:
             cfg.send_tracebacks,
             types=self._plugins.type_adapters(),
         )
+        self.dispatcher.max_in_flight = cfg.max_in_flight
+        #: Threads for plain methods on the asyncio server.
+        self.threads = DEFAULT_THREADS
         self._listener: Listener | None = None
+        self._async_listener: AsyncListener | None = None
         self._serving = threading.Event()
         self._stop_requested = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._peers: set[_Peer] = set()
 
     @property
     def address(self) -> str:
         """The URL clients reach (the real port once serving), e.g. ``tcp://127.0.0.1:5000``."""
         if self._listener is not None:
             return self._listener.address
+        if self._async_listener is not None:
+            return self._async_listener.address
         return self.transport.url(self.config.host, self.config.port)
 
     @property
     def port(self) -> int:
         """The bound port once listening (useful with port 0), else the configured one."""
-        return self._listener.port if self._listener is not None else self.config.port
+        if self._listener is not None:
+            return self._listener.port
+        if self._async_listener is not None:
+            return self._async_listener.port
+        return self.config.port
 
     def start(self, exit_on_error: bool | None = None) -> None:
         """Bind and serve until stopped. Blocks.
@@ -81,20 +122,36 @@ class Server:
         `exit_on_error` is true (the default in the main thread, i.e. in a ``server.py``) the
         process exits with the message instead of a traceback. In the main thread, Ctrl+C and
         SIGTERM stop it (calls in flight finish first); elsewhere, call `stop`.
+
+        An implementation with ``async def`` methods is served by the asyncio server
+        (`serve`) on an event loop of its own.
         """
+        if self.dispatcher.coroutines:
+            with stop_on_signals(self.stop):
+                asyncio.run(self._serve_async(exit_on_error, handle_signals=False))
+            return
         listener = self._bind_or_exit(exit_on_error)
         with stop_on_signals(self.stop):
             self._serve(listener)
+
+    async def serve(self, *, handle_signals: bool = True) -> None:
+        """Serve on the running event loop until `stop()` (or Ctrl+C / SIGTERM, handled when
+        `handle_signals` and this loop runs in the main thread); returns once calls in flight
+        have finished and answered (within ``timeout``). Binding errors are raised."""
+        await self._serve_async(False, handle_signals=handle_signals)
 
     def _bind_or_exit(self, exit_on_error: bool | None) -> Listener:
         """Bind the listener; on failure raise, or exit with the message (see `start`)."""
         try:
             return self._bind()
         except (SrpcError, OSError) as exc:
-            in_main_thread = threading.current_thread() is threading.main_thread()
-            if exit_on_error if exit_on_error is not None else in_main_thread:
-                raise SystemExit(f"srpc: cannot start {self.service.name}: {exc}") from None
-            raise
+            raise self._start_failure(exc, exit_on_error) from None
+
+    def _start_failure(self, exc: Exception, exit_on_error: bool | None) -> BaseException:
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        if exit_on_error if exit_on_error is not None else in_main_thread:
+            return SystemExit(f"srpc: cannot start {self.service.name}: {exc}")
+        return exc
 
     def _serve(self, listener: Listener) -> None:
         """Serve on a bound listener until stopped: observers, the start and stop lines."""
@@ -115,10 +172,160 @@ class Server:
             print(f"srpc: stopped serving {self.service.name} at {listener.address}", flush=True)
 
     def stop(self) -> None:
-        """Ask a running `start()` to return after calls in flight finish. Thread-safe."""
+        """Ask a running `start()` or `serve()` to return after calls in flight finish.
+        Thread-safe, and safe in a signal handler."""
         self._stop_requested.set()
         if self._listener is not None:
             self._listener.shutdown()
+        loop, event = self._loop, self._stop_event
+        if loop is not None and event is not None:
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # the loop has closed: serving is over
+                pass
+
+    # -- the asyncio server ----------------------------------------------------------------------
+
+    async def _serve_async(self, exit_on_error: bool | None, *, handle_signals: bool) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop, self._stop_event = loop, asyncio.Event()
+        if self._stop_requested.is_set():
+            self._stop_event.set()
+        executor = ThreadPoolExecutor(self.threads, thread_name_prefix="srpc-call")
+        dispatcher = self.dispatcher
+        dispatcher.loop, dispatcher.executor = loop, executor
+        thread: threading.Thread | None = None
+        try:
+            try:
+                address = await self._bind_async()
+            except (SrpcError, OSError) as exc:
+                raise self._start_failure(exc, exit_on_error) from None
+            listener = self._listener
+            if listener is not None:  # a v0.1 transport: its threaded listener, in a thread
+                thread = threading.Thread(target=listener.serve_forever, daemon=True)
+                thread.start()
+            observers = self._plugins.call_observers(self._server_info(address))
+            dispatcher.set_observers(observers)
+            print(
+                f"srpc: serving {self.service.name} at {address} (transport "
+                f"{self.config.transport}, codec {self.config.codec}, asyncio); Ctrl+C stops",
+                flush=True,
+            )
+            self._serving.set()
+            try:
+                with _loop_signals(loop, self.stop, handle_signals):
+                    await self._stop_event.wait()
+                await self._drain(thread)
+            finally:
+                self._serving.clear()
+                _close_observers(observers)
+                print(f"srpc: stopped serving {self.service.name} at {address}", flush=True)
+        finally:
+            if self._async_listener is not None:
+                await self._async_listener.close()
+            executor.shutdown(wait=False, cancel_futures=True)
+            self._loop = self._stop_event = None
+
+    async def _bind_async(self) -> str:
+        """Bind the transport's async listener, or its threaded one; the address."""
+        host = resolve_host(self.config.host)
+        endpoint = Endpoint(host, self.config.port, self.service.name, self.service.dotted_name)
+        try:
+            listener = await self.transport.bind_async(endpoint, self._serve_connection)
+        except OSError as exc:
+            raise self._address_in_use(exc, host) from None
+        if listener is None:
+            return self._bind().address
+        self._async_listener = listener
+        return listener.address
+
+    async def _drain(self, thread: threading.Thread | None) -> None:
+        """Stop taking calls; let calls in flight finish and answer, within ``timeout``."""
+        expires = time.monotonic() + self.config.timeout
+        if self._async_listener is not None:
+            await self._async_listener.close()
+        for peer in list(self._peers):
+            if peer.reader is not None:
+                peer.reader.cancel()  # an idle connection ends now; busy ones answer first
+        waiting = [t for peer in self._peers for t in peer.tasks]
+        if self._listener is not None:
+            self._listener.shutdown()
+        if thread is not None:
+            await asyncio.to_thread(thread.join, max(0.0, expires - time.monotonic()))
+        if waiting:
+            await asyncio.wait(waiting, timeout=max(0.0, expires - time.monotonic()))
+        deadline = max(0.0, expires - time.monotonic())
+        peers = [p.reader for p in self._peers if p.reader is not None]
+        if peers:
+            await asyncio.wait(peers, timeout=deadline)
+
+    async def _serve_connection(self, channel: AsyncChannel) -> None:
+        """Serve one connection of the async listener (its `OnConnection`)."""
+        peer = _Peer(channel, self.config.max_in_flight)
+        self._peers.add(peer)
+        reader = peer.reader = asyncio.get_running_loop().create_task(self._read(peer))
+        try:
+            await asyncio.wait([reader])
+            if peer.tasks:  # the peer left or the server stops: calls in flight still answer
+                await asyncio.wait(list(peer.tasks), timeout=self.config.timeout)
+        finally:
+            reader.cancel()
+            for task in list(peer.tasks):
+                task.cancel()
+            self._peers.discard(peer)
+
+    async def _read(self, peer: _Peer) -> None:
+        """Read a connection's messages; answer control messages, start a task per call."""
+        channel, dispatcher = peer.channel, self.dispatcher
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                message = await channel.receive()
+            except OversizedFrameError as exc:
+                foreign = identify_protocol(exc.header)
+                text = (
+                    f"this is an srpc server at {self.address}; the client speaks {foreign}"
+                    if foreign is not None
+                    else f"a {exc.size}-byte message exceeds max_message_bytes "
+                    f"({self.config.max_message_bytes})"
+                )
+                code = protocol.Code.MISMATCH if foreign else protocol.Code.TOO_LARGE
+                await self._send(peer, protocol.control_error(text, code))
+                return  # the unread body makes the connection unusable
+            except (TransportError, OSError):
+                return
+            if message is None:
+                return
+            call = dispatcher.begin(message)
+            if isinstance(call, bytes):
+                await self._send(peer, call)
+                continue
+            await peer.slots.acquire()  # past max_in_flight: stop reading until one ends
+            task = loop.create_task(self._run(peer, call))
+            peer.tasks.add(task)
+            task.add_done_callback(peer.tasks.discard)
+
+    async def _run(self, peer: _Peer, call: Call) -> None:
+        try:
+            response = await self.dispatcher.run(call)
+            if response is not None:
+                limit = self.config.max_message_bytes
+                if len(response) > limit:
+                    response = protocol.control_error(
+                        f"the response is {len(response)} bytes, more than max_message_bytes "
+                        f"({limit})",
+                        protocol.Code.TOO_LARGE,
+                        call[0],
+                    )
+                await self._send(peer, response)
+        finally:
+            peer.slots.release()
+
+    async def _send(self, peer: _Peer, message: bytes) -> None:
+        try:
+            await peer.channel.send(message)
+        except (TransportError, OSError):
+            pass  # the peer is gone: its reader ends too
 
     def wait_until_serving(self, timeout: float = 10.0) -> bool:
         """Block until `start()` (in another thread) is serving; False on timeout."""
@@ -130,20 +337,23 @@ class Server:
             endpoint = Endpoint(host, self.config.port, self.service.name, self.service.dotted_name)
             listener = self.transport.bind(endpoint, self.dispatcher.handle)
         except OSError as exc:
-            if exc.errno in (98, 48, 10048):  # EADDRINUSE on Linux, macOS, Windows
-                raise OSError(
-                    exc.errno,
-                    f"{self.transport.url(host, self.config.port)} is already in use: stop the "
-                    "other server or choose another port (srpc.toml [srpc] port, or port=)",
-                ) from None
-            raise
+            raise self._address_in_use(exc, host) from None
         self._listener = listener
         return listener
 
-    def _server_info(self, listener: Listener) -> ServerInfo:
+    def _address_in_use(self, exc: OSError, host: str) -> OSError:
+        if exc.errno in (98, 48, 10048):  # EADDRINUSE on Linux, macOS, Windows
+            return OSError(
+                exc.errno,
+                f"{self.transport.url(host, self.config.port)} is already in use: stop the "
+                "other server or choose another port (srpc.toml [srpc] port, or port=)",
+            )
+        return exc
+
+    def _server_info(self, listener: Listener | str) -> ServerInfo:
         return ServerInfo(
             service=self.service.dotted_name,
-            address=listener.address,
+            address=listener if isinstance(listener, str) else listener.address,
             transport=self.config.transport,
             codec=self.config.codec,
             procedures=tuple(self.service.procedures),
@@ -153,12 +363,52 @@ class Server:
 
 
 def _check_implementation(interface: type, implementation: object, names: Any) -> None:
+    """Every procedure is a method of the implementation: ``def`` or ``async def`` (the
+    interface declares it with ``def``; an implementation may make it a coroutine), never a
+    generator, whose results srpc could not send."""
     missing = [n for n in names if not callable(getattr(implementation, n, None))]
     if missing:
         raise TypeError(
             f"{type(implementation).__name__} does not implement {', '.join(missing)} "
             f"of {interface.__qualname__}"
         )
+    generators = [
+        n
+        for n in names
+        if inspect.isgeneratorfunction(getattr(implementation, n))
+        or inspect.isasyncgenfunction(getattr(implementation, n))
+    ]
+    if generators:
+        raise TypeError(
+            f"{type(implementation).__name__}.{', '.join(generators)} of "
+            f"{interface.__qualname__} is a generator; srpc methods are def or async def "
+            "functions that return their result"
+        )
+
+
+class _loop_signals:
+    """While inside, Ctrl+C and SIGTERM call `stop` through the event loop (when `enabled` and
+    in the main thread); the previous handlers come back on exit."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, stop: Any, enabled: bool) -> None:
+        self.loop, self.stop = loop, stop
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.previous: dict[signal.Signals, Any] = {}
+
+    def __enter__(self) -> None:
+        if not self.enabled:
+            return
+        for signum in STOP_SIGNALS:
+            try:
+                self.previous[signum] = signal.getsignal(signum)
+                self.loop.add_signal_handler(signum, self.stop)
+            except (NotImplementedError, RuntimeError, ValueError):  # no signals here
+                self.previous.pop(signum, None)
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self.previous.items():
+            self.loop.remove_signal_handler(signum)
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 def _close_observers(observers: list[CallObserver]) -> None:

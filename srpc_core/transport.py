@@ -9,13 +9,20 @@ docs/plugins.md). It makes two kinds of object:
   message, calls the `Handler` the server gave it and sends back what the handler returns.
 
 Transports move bytes only. Encoding, the handshake and dispatch are the core's business.
+
+A transport may also have a native **async side** (0.3): `Transport.open_async_channel` and
+`Transport.bind_async` return an `AsyncChannel` (one connection carrying many calls at once:
+send any message, receive the next one, in whatever order the peer answers) and an
+`AsyncListener`. Transports without one (every v0.1 transport) keep working under the async
+client and the asyncio server: the core bridges their sync `Channel` and `Listener` with
+threads (docs/asyncio.md).
 """
 
 from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -128,6 +135,63 @@ class Channel(ABC):
         return True
 
 
+class AsyncChannel(ABC):
+    """One connection, used from one event loop, that carries many messages each way at once.
+
+    The async client sends requests (and cancels) with `send` while one task reads every
+    incoming message with `receive` and matches responses to calls by their ids, so answers
+    may come in any order. The asyncio server gets one per accepted connection and uses it
+    the same way. Messages are whole byte strings, as with `Channel`.
+    """
+
+    #: Where the peer is, as a URL (for messages).
+    address: str = ""
+
+    @abstractmethod
+    async def send(self, message: bytes) -> None:
+        """Send one message. Concurrent sends must not interleave their bytes.
+
+        Raise `TransportError` if the connection is broken.
+        """
+
+    @abstractmethod
+    async def receive(self) -> bytes | None:
+        """The next message, or None once the peer closed the connection between messages.
+
+        Raise `TransportError` if the connection broke in the middle of a message,
+        `FrameTooLargeError`/`OversizedFrameError` for a message longer than
+        `max_message_bytes` (read before it is allocated), `TimeoutError` when a message that
+        began does not arrive whole within the transport's `timeout`. Waiting for a message
+        to begin has no timeout of its own: the caller bounds it.
+        """
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Close the connection (a pending `receive` returns or raises). Idempotent."""
+
+    def closing(self) -> bool:
+        """True once the connection is closed or the peer has closed it, as far as known
+        without waiting: the client then opens a new one before sending anything."""
+        return False
+
+
+#: What an `AsyncListener` calls, as a task of its own, for every connection it accepts; the
+#: connection is closed when the returned awaitable ends.
+OnConnection = Callable[[AsyncChannel], Awaitable[None]]
+
+
+class AsyncListener(ABC):
+    """A bound server endpoint of a transport's async side (see `Transport.bind_async`)."""
+
+    address: str
+    port: int
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop accepting connections. Connections already accepted are the core's to end
+        (it drains their calls first)."""
+
+
 class Listener(ABC):
     """A server's bound endpoint. Created bound (so "address in use" surfaces at once)."""
 
@@ -185,6 +249,26 @@ class Transport(ABC):
         The server calls this; the default calls `listen` (the v0.1 method).
         """
         return self.listen(endpoint.host, endpoint.port, handler)
+
+    async def open_async_channel(self, endpoint: Endpoint, timeout: float) -> AsyncChannel | None:
+        """Open an `AsyncChannel` to the server of `endpoint.service` within `timeout` seconds,
+        or return None when this transport has no native async side (the default): the async
+        client then runs `open_channel` channels in threads, one per call in flight.
+
+        Raise `ServerUnavailableError` as `connect` does.
+        """
+        return None
+
+    async def bind_async(
+        self, endpoint: Endpoint, on_connection: OnConnection
+    ) -> AsyncListener | None:
+        """Bind an `AsyncListener` serving `endpoint.service` that runs `on_connection` for
+        every accepted connection, or return None when this transport has no native async side
+        (the default): the asyncio server then serves `bind`'s threaded listener.
+
+        Raise `OSError` with a clear message if the address is taken.
+        """
+        return None
 
     def url(self, host: str, port: int) -> str:
         """The address as a URL for messages, e.g. ``tcp://127.0.0.1:5000``."""

@@ -16,11 +16,22 @@ from __future__ import annotations
 
 import socket
 
+from srpc_core import async_streams
 from srpc_core.errors import MismatchError, OversizedFrameError, ServerUnavailableError
 from srpc_core.hookspecs import RegisterTransport, hookimpl
 from srpc_core.options import Option, PluginOptions
 from srpc_core.streams import StreamChannel, StreamListener, identify_protocol
-from srpc_core.transport import Channel, Handler, Listener, Transport, TransportSettings
+from srpc_core.transport import (
+    AsyncChannel,
+    AsyncListener,
+    Channel,
+    Endpoint,
+    Handler,
+    Listener,
+    OnConnection,
+    Transport,
+    TransportSettings,
+)
 
 #: The ``[srpc.tcp]`` table.
 OPTIONS = {
@@ -75,6 +86,27 @@ class TcpTransport(Transport):
             idle_timeout=self.idle_timeout,
             drain_timeout=self.settings.timeout,
             message_timeout=self.settings.timeout,
+            max_connections=self.settings.max_connections,
+        )
+
+    async def open_async_channel(self, endpoint: Endpoint, timeout: float) -> AsyncChannel:
+        """The native async side: one connection carrying many calls (asyncio streams)."""
+        address = self.url(endpoint.host, endpoint.port)
+        return await async_streams.open_tcp_channel(
+            endpoint.host, endpoint.port, address, self.settings.max_message_bytes, timeout
+        )
+
+    async def bind_async(self, endpoint: Endpoint, on_connection: OnConnection) -> AsyncListener:
+        """The native async side of the server (asyncio streams)."""
+        return await async_streams.bind_tcp(
+            endpoint.host,
+            endpoint.port,
+            on_connection,
+            url=self.url(endpoint.host, endpoint.port).rsplit(":", 1)[0] + ":{port}",
+            backlog=self.backlog,
+            max_bytes=self.settings.max_message_bytes,
+            message_timeout=self.settings.timeout,
+            idle_timeout=self.idle_timeout,
             max_connections=self.settings.max_connections,
         )
 

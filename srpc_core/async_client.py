@@ -1,0 +1,497 @@
+"""The asyncio client: `AsyncClient`, the async sibling of `srpc_core.Client`.
+
+It shares everything that does no I/O with `Client` through `_BaseClient` (settings, the
+interface's conversion plans, drift checks, the session, building requests and reading
+responses) and differs only in how messages travel:
+
+* over a transport with a native async side (`Transport.open_async_channel`, e.g. ``tcp``),
+  **one connection carries many calls at once**: every request has its own id, one reader task
+  reads every message that comes back and hands each response to the call waiting for that id,
+  in whatever order the server answers. Calls in flight on the connection are bounded by the
+  server's advertised ``max_in_flight`` (and the client's own);
+* over a transport with only the v0.1 sync interface, the **bridge** runs its `Channel` in
+  threads: one channel per call in flight, from a pool, in a thread pool of the same bound.
+
+A call's timeout is a deadline for all of it (waiting for a slot, connecting, the hello,
+sending, waiting). When a call is cancelled (its task is cancelled, or the deadline passes) the
+client sends the server a ``cancel`` message (the server cancels an ``async def``
+implementation) and forgets the call: its late response is dropped when it comes, and the
+connection goes on carrying the other calls. At most once, as `Client`: a request is sent
+again only when it provably never left (the connection was found closed before it was
+written, or the server refused the session) or the procedure is ``@srpc_core.idempotent``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+import threading
+from collections import deque
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from time import monotonic
+from typing import Any
+
+from srpc_core import protocol
+from srpc_core.client import _CHECK_AFTER, _FIRST_BACKOFF, _MAX_BACKOFF, _BaseClient
+from srpc_core.config import Config, load_config
+from srpc_core.deadline import Deadline
+from srpc_core.errors import (
+    CallTimeoutError,
+    OversizedFrameError,
+    ProtocolError,
+    SessionError,
+    SrpcError,
+    TransportError,
+)
+from srpc_core.interface import Procedure
+from srpc_core.plugins import Plugins
+from srpc_core.transport import AsyncChannel, Channel
+
+#: Seconds a cancel message may take to go out (it is sent in the background).
+_CANCEL_TIMEOUT = 1.0
+
+
+class _NotSent(TransportError):
+    """The connection was found closed before the request was written: safe to send again."""
+
+
+class _Slots:
+    """A counting limit whose size may change (the server advertises it in the hello)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> None:
+        while self.used >= self.limit:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                elif not waiter.cancelled():
+                    self._wake()  # woken, then cancelled: pass the turn on
+                raise
+        self.used += 1
+
+    def release(self) -> None:
+        self.used -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+
+class _Connection:
+    """One multiplexed connection: calls waiting by id, and the task reading the answers."""
+
+    def __init__(self, client: AsyncClient, channel: AsyncChannel) -> None:
+        self.client = client
+        self.channel = channel
+        self.pending: dict[int, asyncio.Future[tuple[bool, Any]]] = {}
+        self.broken: BaseException | None = None
+        self.retired = False  # no new calls: closed once its calls have ended
+        self.reader: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.reader = asyncio.get_running_loop().create_task(self._read())
+
+    def usable(self) -> bool:
+        return self.broken is None and not self.retired and not self.channel.closing()
+
+    async def call(self, call_id: int, message: bytes) -> tuple[bool, Any]:
+        if not self.usable():
+            raise _NotSent("the connection was closed before the request was sent")
+        future: asyncio.Future[tuple[bool, Any]] = asyncio.get_running_loop().create_future()
+        self.pending[call_id] = future
+        try:
+            await self.channel.send(message)
+            return await future
+        except asyncio.CancelledError:
+            if not future.done():  # still running on the server: tell it
+                self.client._cancel_later(self, call_id)
+            raise
+        finally:
+            del self.pending[call_id]
+            if self.retired and not self.pending:
+                self.client._close_later(self)
+
+    async def send_cancel(self, call_id: int) -> None:
+        if self.usable() or self.retired:
+            message = protocol.cancel(call_id, self.client._server.session)
+            async with asyncio.timeout(_CANCEL_TIMEOUT):
+                await self.channel.send(message)
+
+    async def _read(self) -> None:
+        client = self.client
+        pending = self.pending
+        try:
+            while True:
+                message = await self.channel.receive()
+                if message is None:
+                    raise TransportError(f"the server at {client.address} closed the connection")
+                call_id, ok, value = client._read_reply(message)
+                if call_id is None:
+                    if ok:
+                        continue  # a cancel's acknowledgement
+                    # A control error that names no request: the oldest call's (servers that
+                    # cannot name it answer in order).
+                    call_id = next(iter(pending), None)
+                future = pending.get(call_id) if call_id is not None else None
+                if future is None or future.done():
+                    continue  # the answer to a call that was cancelled: dropped
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+        except asyncio.CancelledError:
+            self._fail(TransportError(f"the connection to {client.address} was closed"))
+            raise
+        except OversizedFrameError as exc:
+            self._fail(
+                TransportError(
+                    f"the server at {client.address} sent a {exc.size}-byte message, more than "
+                    f"max_message_bytes ({client.config.max_message_bytes})"
+                )
+            )
+        except (SrpcError, OSError) as exc:
+            self._fail(exc if isinstance(exc, TransportError) else TransportError(str(exc)))
+        except Exception as exc:  # a bug must not leave calls waiting for ever
+            self._fail(TransportError(f"reading from {client.address} failed: {exc!r}"))
+        finally:
+            await self.channel.close()
+
+    def _fail(self, error: BaseException) -> None:
+        self.broken = error
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(error)
+
+
+class _Bridge:
+    """Runs a v0.1 transport's sync channels in threads: one channel per call in flight."""
+
+    def __init__(self, client: AsyncClient, threads: int) -> None:
+        self.client = client
+        self.idle: deque[tuple[Channel, float]] = deque()
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="srpc-bridge")
+
+    async def ensure_session(self, deadline: Deadline) -> None:
+        """Open a first channel (hello done) so that requests carry a session token."""
+        if not self.client._server.session:
+            loop = asyncio.get_running_loop()
+            channel = await loop.run_in_executor(self.executor, self._open, deadline)
+            self.idle.append((channel, monotonic()))
+
+    async def call(self, call_id: int, message: bytes, deadline: Deadline) -> tuple[bool, Any]:
+        loop = asyncio.get_running_loop()
+        reply = await loop.run_in_executor(self.executor, self._exchange, message, deadline)
+        return protocol.decode_response(self.client._codec, reply, call_id, self.client.address)
+
+    def send_cancel(self, call_id: int) -> None:
+        message = protocol.cancel(call_id, self.client._server.session)
+        self.executor.submit(self._exchange, message, Deadline(_CANCEL_TIMEOUT))
+
+    def _exchange(self, message: bytes, deadline: Deadline) -> bytes:
+        """In a thread: send `message` on a pooled channel and return the reply; the channel
+        goes back to the pool whether the caller still waits or not (a cancelled call's late
+        reply is read here and dropped, leaving the channel in step)."""
+        channel = self._acquire(deadline)
+        try:
+            reply = channel.request(message, deadline.remaining())
+        except BaseException:
+            channel.close()
+            raise
+        self.idle.append((channel, monotonic()))
+        return reply
+
+    def _acquire(self, deadline: Deadline) -> Channel:
+        while True:
+            try:
+                channel, last_used = self.idle.pop()
+            except IndexError:
+                return self._open(deadline)
+            if monotonic() - last_used < _CHECK_AFTER or channel.usable():
+                return channel
+            channel.close()
+
+    def _open(self, deadline: Deadline) -> Channel:
+        client = self.client
+        channel = client._transport.open_channel(client._endpoint, deadline.remaining())
+        try:
+            client._accept_hello(channel.request(client._hello, deadline.remaining()))
+        except BaseException:
+            channel.close()
+            raise
+        return channel
+
+    def close(self) -> None:
+        while self.idle:
+            try:
+                self.idle.pop()[0].close()
+            except IndexError:
+                break
+        self.executor.shutdown(wait=False)
+
+
+class _Shared:
+    """The connections of an `AsyncClient`, shared with its `with_options` views."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.connection: _Connection | None = None
+        self.bridge: _Bridge | None = None
+        self.native: bool | None = None  # whether the transport has an async side
+        self.slots: _Slots | None = None
+        self.lock: asyncio.Lock | None = None
+        self.background: set[asyncio.Task[None]] = set()
+        self.guard = threading.Lock()
+
+
+class AsyncClient(_BaseClient):
+    """Calls the procedures of `interface` on a remote server, from asyncio code.
+
+    Args:
+        interface: the service's ABC (the client never needs the implementation).
+        host, port, timeout: override the srpc.toml settings when not None.
+        config: a srpc.toml path or a `Config`; None follows the normal lookup.
+        plugins: the plugins to use (default: this process's).
+        max_in_flight: the most calls this client has in flight at once (further calls wait
+            for a slot, within their deadline); None: ``[srpc] max_in_flight``. The server's
+            advertised ``max_in_flight`` bounds it too.
+
+    Use it from one event loop at a time; ``async with`` closes its connections.
+    """
+
+    def __init__(
+        self,
+        interface: type,
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        config: str | os.PathLike[str] | Config | None = None,
+        timeout: float | None = None,
+        plugins: Plugins | None = None,
+        max_in_flight: int | None = None,
+    ) -> None:
+        super().__init__(interface, host, port, config=config, timeout=timeout, plugins=plugins)
+        self._max_in_flight = max_in_flight or self.config.max_in_flight
+        self._shared = _Shared()
+
+    async def call(
+        self,
+        procedure: str,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Call `procedure` remotely and return its result, or raise its exception.
+
+        As `Client.call`: `TypeError` before anything is sent for arguments that do not fit;
+        the result converted to the return annotation; the whole call within `timeout`
+        seconds, else `CallTimeoutError` (and the server is told to cancel it).
+        """
+        plan, wire_args, wire_kwargs = self._procedure(procedure, args, kwargs or {})
+        spec = plan.procedure
+        deadline = Deadline(self._timeout, procedure, self.address)
+        try:
+            async with asyncio.timeout(deadline.remaining()):
+                try:
+                    ok, value = await self._call(spec, wire_args, wire_kwargs, metadata, deadline)
+                except SessionError:
+                    # Refused before anything ran (the server restarted with other settings):
+                    # a fresh connection and hello, and one more try, are safe.
+                    self._retire()
+                    ok, value = await self._call(spec, wire_args, wire_kwargs, metadata, deadline)
+        except TimeoutError as exc:
+            if isinstance(exc, CallTimeoutError):
+                raise
+            raise CallTimeoutError(
+                f"no reply from {self.address} to {spec.name}() within {self._timeout} s"
+            ) from None
+        return self._outcome(plan, ok, value)
+
+    def with_options(self, *, timeout: float | None = None) -> AsyncClient:
+        """A view of this client with other per-call options; it shares the connections."""
+        view = copy.copy(self)
+        if timeout is not None:
+            view._timeout = load_config(self.config, timeout=timeout).timeout
+        return view
+
+    async def aclose(self) -> None:
+        """Close the connections (calls still waiting end with `TransportError`)."""
+        shared = self._shared
+        connection, shared.connection = shared.connection, None
+        if connection is not None:
+            connection.retired = True
+            if connection.reader is not None:
+                connection.reader.cancel()
+            await connection.channel.close()
+        if shared.bridge is not None:
+            shared.bridge.close()
+            shared.bridge = None
+        shared.native = None
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- the road of a call --------------------------------------------------------------------
+
+    async def _call(
+        self,
+        spec: Procedure,
+        args: tuple[Any, ...] | list[Any],
+        kwargs: dict[str, Any],
+        metadata: Mapping[str, Any] | None,
+        deadline: Deadline,
+    ) -> tuple[bool, Any]:
+        shared = self._state()
+        backoff = _FIRST_BACKOFF
+        while True:
+            slots = shared.slots
+            assert slots is not None
+            await slots.acquire()
+            try:
+                connection = await self._connect(deadline)
+                if spec.name not in self._server.agreed:
+                    self._check_drift(spec)
+                call_id = next(self._ids)
+                message = self._encode(call_id, spec, args, kwargs, metadata, deadline.remaining())
+                if connection is None:
+                    bridge = shared.bridge
+                    assert bridge is not None
+                    try:
+                        return await bridge.call(call_id, message, deadline)
+                    except asyncio.CancelledError:
+                        bridge.send_cancel(call_id)
+                        raise
+                return await connection.call(call_id, message)
+            except _NotSent:
+                continue  # nothing was written: a new connection, and the same request
+            except TransportError as exc:
+                if not spec.idempotent:
+                    raise self._outcome_unknown(spec, exc) from None
+            finally:
+                slots.release()
+            await asyncio.sleep(min(backoff, deadline.left()))
+            backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    def _state(self) -> _Shared:
+        """The shared state, bound to the running loop (reset if the loop changed)."""
+        shared = self._shared
+        loop = asyncio.get_running_loop()
+        if shared.loop is not loop:
+            with shared.guard:
+                if shared.loop is not loop:
+                    if shared.bridge is not None:
+                        shared.bridge.close()
+                    shared.connection = shared.bridge = None
+                    shared.native = None
+                    shared.lock = asyncio.Lock()
+                    shared.slots = _Slots(self._max_in_flight)
+                    shared.background = set()
+                    shared.loop = loop
+        return shared
+
+    async def _connect(self, deadline: Deadline) -> _Connection | None:
+        """The open multiplexed connection (None: the transport is bridged)."""
+        shared = self._shared
+        connection = shared.connection
+        if connection is not None and connection.usable():
+            return connection
+        if shared.native is False:
+            assert shared.bridge is not None
+            await shared.bridge.ensure_session(deadline)
+            return None
+        assert shared.lock is not None
+        async with shared.lock:
+            connection = shared.connection
+            if connection is not None and connection.usable():
+                return connection
+            channel = await self._transport.open_async_channel(self._endpoint, deadline.remaining())
+            if channel is None:
+                shared.native = False
+                if shared.bridge is None:
+                    shared.bridge = _Bridge(self, self._max_in_flight)
+                await shared.bridge.ensure_session(deadline)
+                self._limit_slots()
+                return None
+            shared.native = True
+            try:
+                await channel.send(self._hello)
+                reply = await channel.receive()
+                if reply is None:
+                    raise TransportError(
+                        f"the server at {self.address} closed the connection during the hello"
+                    )
+                self._accept_hello(reply)
+            except OversizedFrameError as exc:
+                await channel.close()
+                raise ProtocolError(
+                    f"the server at {self.address} answered the hello with a {exc.size}-byte "
+                    "message: is it an srpc server?"
+                ) from None
+            except BaseException:
+                await channel.close()
+                raise
+            self._limit_slots()
+            connection = shared.connection = _Connection(self, channel)
+            connection.start()
+            return connection
+
+    def _limit_slots(self) -> None:
+        advertised = self._server.max_in_flight
+        slots = self._shared.slots
+        if slots is not None:
+            slots.limit = min(self._max_in_flight, advertised or self._max_in_flight)
+
+    def _retire(self) -> None:
+        """Send no new calls on the current connection (its calls finish there)."""
+        connection = self._shared.connection
+        if connection is not None:
+            connection.retired = True
+            if not connection.pending:
+                self._close_later(connection)
+            self._shared.connection = None
+        if self._shared.bridge is not None:
+            self._shared.bridge.close()
+            self._shared.bridge = None
+            self._shared.native = None
+        with self._server.lock:
+            self._server.session = ""
+
+    def _cancel_later(self, connection: _Connection, call_id: int) -> None:
+        self._background(connection.send_cancel(call_id))
+
+    def _close_later(self, connection: _Connection) -> None:
+        if connection.reader is not None:
+            connection.reader.cancel()
+
+    def _background(self, coroutine: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(_quietly(coroutine))
+        self._shared.background.add(task)
+        task.add_done_callback(self._shared.background.discard)
+
+
+async def _quietly(coroutine: Any) -> None:
+    """Run a background step whose failure only matters to nobody (a cancel message)."""
+    try:
+        await coroutine
+    except (SrpcError, OSError, TimeoutError):
+        pass
+
+
+__all__ = ["AsyncClient"]
