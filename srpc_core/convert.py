@@ -455,10 +455,21 @@ _UNCONVERTED = (Any, object, typing.NoReturn, typing.Never)
 
 
 def _is_any(annotation: Any) -> bool:
+    """True when nothing needs converting: `Any` itself, or a plain `list`/`dict` whose items
+    are `Any` (``dict``, ``list[Any]``, ``dict[str, Any]``). Their values travel as the codec
+    carries them, as for `Any` (a `datetime` inside a bare ``dict`` stays a datetime under cbor)."""
     if annotation in _UNCONVERTED:
         return True
-    if typing.get_origin(annotation) is Annotated:
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
         return _is_any(typing.get_args(annotation)[0])
+    if annotation in (list, dict):
+        return True
+    arguments = typing.get_args(annotation)
+    if origin is list:
+        return _is_any(arguments[0])
+    if origin is dict:  # int keys and the like need converting
+        return arguments[0] in (str, Any) and _is_any(arguments[1])
     return False
 
 

@@ -476,3 +476,17 @@ def test_with_options_is_a_view_sharing_the_connections(stub: Any) -> None:
     with pytest.raises(CallTimeoutError):
         quick.hold(3.0)
     assert stub.hold(0.0) is False  # the original stub is unaffected and still works
+
+
+def test_plain_list_and_dict_annotations_convert_nothing() -> None:
+    """``dict``, ``list``, ``dict[str, Any]`` and ``list[Any]`` are as loose as `Any`: their
+    values travel as the codec carries them (DESIGN: "Any or no annotation: today's
+    behaviour"), so cbor keeps a datetime inside a bare ``dict``."""
+    from typing import Any
+
+    from srpc_core.convert import _is_any
+
+    for loose in (dict, list, dict[str, Any], list[Any], Any):
+        assert _is_any(loose), loose
+    for typed in (dict[int, Any], dict[str, int], list[int], set, tuple):
+        assert not _is_any(typed), typed
