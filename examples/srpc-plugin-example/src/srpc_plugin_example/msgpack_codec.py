@@ -1,4 +1,7 @@
-"""The ``msgpack`` codec: srpc messages as MessagePack (https://msgpack.org), via msgpack.
+"""The ``msgpack-example`` codec: srpc messages as MessagePack (https://msgpack.org), via msgpack.
+
+Its name is not ``msgpack``: srpc has a built-in codec of that name since 0.2, and two plugins
+that offer one name stop srpc with an error naming both.
 
 Carries None, bool, int (64 bits: -2**63 to 2**64 - 1), float, str, bytes, list, dict and
 time-zone-aware datetime (the standard timestamp extension; it arrives in UTC). Tuples arrive as
@@ -23,15 +26,15 @@ from srpc_core.hookspecs import RegisterCodec
 class MsgpackCodec(Codec):
     """MessagePack with bin/str separation and the timestamp extension."""
 
-    name = "msgpack"
+    name = "msgpack-example"
     value_types = (type(None), bool, int, float, str, bytes, list, dict, datetime.datetime)
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(options)
         if self.options:
             raise ConfigError(
-                f"unknown key(s) {', '.join(sorted(self.options))} in [srpc.msgpack]; "
-                "the msgpack codec has no options"
+                f"unknown key(s) {', '.join(sorted(self.options))} in [srpc.msgpack-example]; "
+                "the msgpack-example codec has no options"
             )
 
     def encode(self, message: Any) -> bytes:
@@ -39,10 +42,11 @@ class MsgpackCodec(Codec):
             data: bytes = msgpack.packb(message, use_bin_type=True, datetime=True, default=_refuse)
         except OverflowError:
             raise EncodeError(
-                "codec 'msgpack' cannot carry a value of type 'int' outside -2**63 .. 2**64 - 1"
+                "codec 'msgpack-example' cannot carry a value of type 'int' outside "
+                "-2**63 .. 2**64 - 1"
             ) from None
         except ValueError as exc:  # a naive datetime, a structure that contains itself
-            raise EncodeError(f"codec 'msgpack' cannot carry this value: {exc}") from None
+            raise EncodeError(f"codec 'msgpack-example' cannot carry this value: {exc}") from None
         return data
 
     def decode(self, data: bytes) -> Any:
@@ -56,8 +60,8 @@ class MsgpackCodec(Codec):
 
 def _refuse(value: Any) -> NoReturn:
     raise EncodeError(
-        f"codec 'msgpack' cannot carry a value of type {type(value).__qualname__!r}; convert "
-        "it to str, bytes, int, float, bool, None, list, dict or an aware datetime"
+        f"codec 'msgpack-example' cannot carry a value of type {type(value).__qualname__!r}; "
+        "convert it to str, bytes, int, float, bool, None, list, dict or an aware datetime"
     )
 
 
@@ -67,5 +71,5 @@ def _refuse_extension(code: int, data: bytes) -> NoReturn:
 
 @hookimpl
 def srpc_register_codecs(register: RegisterCodec) -> None:
-    """Offer ``msgpack``."""
-    register("msgpack", MsgpackCodec)
+    """Offer ``msgpack-example``."""
+    register("msgpack-example", MsgpackCodec)
