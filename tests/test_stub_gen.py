@@ -304,6 +304,54 @@ class SrpcCalcClientStub(CalcInterface):
     def add(self, a: float, b: float) -> float:
         """Return a + b."""
         return cast("float", self._srpc.call("add", (a, b), {}))
+
+
+class SrpcCalcAsyncClientStub:
+    """Calls a remote CalcInterface from asyncio code through srpc.
+
+    Every procedure is a coroutine; one connection carries many calls at once.
+    """
+
+    def __init__(
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        config: str | os.PathLike[str] | srpc_core.Config | None = None,
+        timeout: float | None = None,
+        max_in_flight: int | None = None,
+    ) -> None:
+        self._srpc = srpc_core.AsyncClient(
+            CalcInterface,
+            host,
+            port,
+            config=config,
+            timeout=timeout,
+            max_in_flight=max_in_flight,
+        )
+
+    def with_options(self, *, timeout: float | None = None) -> Self:
+        """A view of this stub with other per-call options; it shares the connections.
+
+        timeout: the seconds each call may take in all, e.g. with_options(timeout=0.5).
+        """
+        view = object.__new__(type(self))
+        view._srpc = self._srpc.with_options(timeout=timeout)
+        return view
+
+    async def aclose(self) -> None:
+        """Close the connections to the server."""
+        await self._srpc.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def add(self, a: float, b: float) -> float:
+        """Return a + b."""
+        return cast("float", await self._srpc.call("add", (a, b), {}))
 '''
 
 
@@ -672,8 +720,15 @@ EXPECTED_METHODS = [
 
 
 def test_each_method_copies_the_interface_signature_and_docstring(rich_client_stub: str) -> None:
-    methods = rich_client_stub.split("        self.close()\n\n", 1)[1]
+    sync_stub, async_stub = rich_client_stub.split("\n\nclass SrpcUserStoreAsyncClientStub:", 1)
+    methods = sync_stub.split("        self.close()\n\n", 1)[1]
     assert methods == "\n".join(EXPECTED_METHODS)
+    async_methods = async_stub.split("        await self.aclose()\n\n", 1)[1]
+    awaited = "await self._srpc.call"
+    assert async_methods == "\n".join(
+        m.replace("    def ", "    async def ", 1).replace("self._srpc.call", awaited)
+        for m in EXPECTED_METHODS
+    )
     assert "helper" not in rich_client_stub
     assert "_private" not in rich_client_stub
 

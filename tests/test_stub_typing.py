@@ -50,6 +50,34 @@ REVEALED = [
     "None",
 ]
 
+# The async stub: the same types, awaited; calls that do not fit are flagged the same way.
+ASYNC_CLIENT = """\
+import asyncio
+
+from srpc_inventory_client_stub import SrpcInventoryAsyncClientStub
+
+
+async def main() -> None:
+    async with SrpcInventoryAsyncClientStub() as stub:
+        reveal_type(await stub.find("x"))
+        reveal_type(await stub.names())
+        reveal_type(await stub.with_options(timeout=0.5).shelf("x"))
+        reveal_type(await stub.clear())
+        count: str = await stub.take("x")
+        await stub.take("x", qty="2")
+        stub.find("x").upper()
+
+
+asyncio.run(main())
+"""
+ASYNC_BAD_LINES = {"12", "13", "14"}
+ASYNC_REVEALED = [
+    "inventory.inventory_interface.Item | None",
+    "dict[int, str]",
+    "tuple[int, int]",
+    "None",
+]
+
 # Return annotations of every shape the client stub casts to (or does not).
 EDGE_INTERFACE = '''\
 """Return annotations the client stub must cast to exactly as written."""
@@ -154,6 +182,7 @@ def inventory(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert result.returncode == 0, result.stderr
     (project / "bad_client.py").write_text(BAD_CLIENT)
     (project / "reveal.py").write_text(REVEAL)
+    (project / "async_client.py").write_text(ASYNC_CLIENT)
     return project
 
 
@@ -175,6 +204,13 @@ def test_the_client_stub_has_the_interface_types(inventory: Path, cache: Path) -
     assert {line.split(":")[1] for line in errors} == BAD_LINES, result.stdout
     revealed = re.findall(r'Revealed type is "(.*)"', result.stdout.replace("builtins.", ""))
     assert revealed == REVEALED, result.stdout
+
+
+def test_the_async_client_stub_has_the_interface_types(inventory: Path, cache: Path) -> None:
+    _, errors, result = mypy_strict(inventory, cache, "async_client.py")
+    assert {line.split(":")[1] for line in errors} == ASYNC_BAD_LINES, result.stdout
+    revealed = re.findall(r'Revealed type is "(.*)"', result.stdout.replace("builtins.", ""))
+    assert revealed == ASYNC_REVEALED, result.stdout
 
 
 def test_client_methods_cast_to_the_return_annotation_as_written(inventory: Path) -> None:

@@ -31,8 +31,8 @@ from srpc_core.errors import StubGenError
 from srpc_core.interface import InterfaceError, private_abstract_names, read_interface
 from srpc_core.plugins import get_plugins
 
-#: Attributes of the client stub a procedure must not shadow.
-RESERVED_NAMES = frozenset({"close", "with_options"})
+#: Attributes of the client stubs (sync and async) a procedure must not shadow.
+RESERVED_NAMES = frozenset({"aclose", "close", "with_options"})
 #: Module-level names every client stub binds itself.
 _STUB_GLOBALS: dict[str, Any] = {
     "os": os,
@@ -253,7 +253,7 @@ def _already_bound(
 ) -> bool:
     """True if the stub already has `name` for `value`; `StubGenError` if for something else."""
     own = _STUB_GLOBALS.get(name, bound.get(name, _MISSING))
-    if name == names.client_stub_class:
+    if name in (names.client_stub_class, names.async_client_stub_class):
         own = _CLASH
     if own is _MISSING:
         return False

@@ -68,6 +68,11 @@ class ServiceNames:
         return f"Srpc{self.camel}ClientStub"
 
     @property
+    def async_client_stub_class(self) -> str:
+        """``SrpcUserStoreAsyncClientStub`` (in the client stub module)."""
+        return f"Srpc{self.camel}AsyncClientStub"
+
+    @property
     def server_stub_file(self) -> str:
         """``srpc_user_store_server_stub.py``."""
         return f"srpc_{self.package}_server_stub.py"

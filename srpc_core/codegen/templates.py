@@ -118,7 +118,51 @@ class {stub}({interface}):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-{methods}'''
+{methods}
+
+class {async_stub}:
+    """Calls a remote {interface} from asyncio code through srpc.
+
+    Every procedure is a coroutine; one connection carries many calls at once.
+    """
+
+    def __init__(
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        config: str | os.PathLike[str] | srpc_core.Config | None = None,
+        timeout: float | None = None,
+        max_in_flight: int | None = None,
+    ) -> None:
+        self._srpc = srpc_core.AsyncClient(
+            {interface},
+            host,
+            port,
+            config=config,
+            timeout=timeout,
+            max_in_flight=max_in_flight,
+        )
+
+    def with_options(self, *, timeout: float | None = None) -> Self:
+        """A view of this stub with other per-call options; it shares the connections.
+
+        timeout: the seconds each call may take in all, e.g. with_options(timeout=0.5).
+        """
+        view = object.__new__(type(self))
+        view._srpc = self._srpc.with_options(timeout=timeout)
+        return view
+
+    async def aclose(self) -> None:
+        """Close the connections to the server."""
+        await self._srpc.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+{async_methods}'''
 
 
 #: Import sections, in the order isort and ruff keep them.
@@ -205,11 +249,15 @@ def client_stub(
         interface=names.interface_class,
         stub=names.client_stub_class,
         methods="".join("\n" + client_method(method) for method in methods),
+        async_stub=names.async_client_stub_class,
+        async_methods="".join("\n" + client_method(method, True) for method in methods),
     )
 
 
-def client_method(method: MethodSource) -> str:
+def client_method(method: MethodSource, asynchronous: bool = False) -> str:
     """A client stub method: the interface's signature, one line into the runtime.
+
+    `asynchronous`: the async stub's method (``async def``, awaiting `AsyncClient.call`).
 
     `Client.call` returns ``Any`` (the runtime converts the result to the annotated type), so
     the stub casts it to the return annotation as written, quoted: mypy --strict then sees the
@@ -218,12 +266,19 @@ def client_method(method: MethodSource) -> str:
     """
     node = method.node
     returns = f" -> {method.segment(node.returns)}" if node.returns is not None else ""
-    lines = [_def_line(node.name, _parameters(node.args, method.segment), returns)]
+    definition = _def_line(node.name, _parameters(node.args, method.segment), returns)
+    if asynchronous:
+        definition = definition.replace("def ", "async def ", 1)
+        if len(definition) > MAX_LINE and "\n" not in definition:
+            inner = "".join(f"{_BODY}{p},\n" for p in _parameters(node.args, method.segment))
+            definition = f"{_INDENT}async def {node.name}(\n{inner}{_INDENT}){returns}:"
+    lines = [definition]
     docstring = ast.get_docstring(node)
     if docstring:
         lines.append(_docstring(docstring))
     self_name = [*node.args.posonlyargs, *node.args.args][0].arg
-    call = [f"{self_name}._srpc.call", f'"{node.name}"', *_forward(node.args)]
+    await_ = "await " if asynchronous else ""
+    call = [f"{await_}{self_name}._srpc.call", f'"{node.name}"', *_forward(node.args)]
     kind = _return_kind(node)
     if kind == "none":
         lines.append(_BODY + _fit(*call, extra=0))

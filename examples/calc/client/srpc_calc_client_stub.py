@@ -66,3 +66,63 @@ class SrpcCalcClientStub(CalcInterface):
     def div(self, a: float, b: float) -> float:
         """Return a / b; dividing by zero raises ZeroDivisionError."""
         return cast("float", self._srpc.call("div", (a, b), {}))
+
+
+class SrpcCalcAsyncClientStub:
+    """Calls a remote CalcInterface from asyncio code through srpc.
+
+    Every procedure is a coroutine; one connection carries many calls at once.
+    """
+
+    def __init__(
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        config: str | os.PathLike[str] | srpc_core.Config | None = None,
+        timeout: float | None = None,
+        max_in_flight: int | None = None,
+    ) -> None:
+        self._srpc = srpc_core.AsyncClient(
+            CalcInterface,
+            host,
+            port,
+            config=config,
+            timeout=timeout,
+            max_in_flight=max_in_flight,
+        )
+
+    def with_options(self, *, timeout: float | None = None) -> Self:
+        """A view of this stub with other per-call options; it shares the connections.
+
+        timeout: the seconds each call may take in all, e.g. with_options(timeout=0.5).
+        """
+        view = object.__new__(type(self))
+        view._srpc = self._srpc.with_options(timeout=timeout)
+        return view
+
+    async def aclose(self) -> None:
+        """Close the connections to the server."""
+        await self._srpc.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def add(self, a: float, b: float) -> float:
+        """Return a + b."""
+        return cast("float", await self._srpc.call("add", (a, b), {}))
+
+    async def sub(self, a: float, b: float) -> float:
+        """Return a - b."""
+        return cast("float", await self._srpc.call("sub", (a, b), {}))
+
+    async def mul(self, a: float, b: float) -> float:
+        """Return a * b."""
+        return cast("float", await self._srpc.call("mul", (a, b), {}))
+
+    async def div(self, a: float, b: float) -> float:
+        """Return a / b; dividing by zero raises ZeroDivisionError."""
+        return cast("float", await self._srpc.call("div", (a, b), {}))
