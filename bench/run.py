@@ -1,0 +1,672 @@
+"""srpc's benchmark suite: srpc against the raw-socket floor and other Python RPC libraries.
+
+    python bench/run.py                  # 3 rounds, under 5 minutes on 2 cores
+    python bench/run.py --quick          # 1 short round, under a minute
+    python bench/run.py --json out.json  # also write every measurement as JSON
+    pip install 'srpclib[bench]'         # adds rpyc, Pyro5 and grpcio to the comparison
+
+Workloads, each against a fresh server process:
+
+* **W1**: sequential ``add(i, 1)`` calls on one connection, each timed; p50 and p99 in us.
+* **W2**: sequential ``echo(data)`` of 1 KiB, 64 KiB and 1 MiB of bytes; MB/s of payload echoed
+  (payload bytes / round-trip time, counted once, though they travel both ways).
+* **W3**: 8 client threads in one client process, each with its own connection, calling
+  ``add`` as fast as they can for a fixed time; calls/s in total.
+
+Also: the server's resident memory once it is ready (RSS, MiB), and its start-up time (process
+start to ready, s).
+
+Systems: the **floor** (a length-prefixed echo server and client on bare sockets, written with
+the standard library and nothing else: the least Python can do per round trip), **srpc** in
+every built-in transport and codec combination (tcp/zmq x json/cbor/msgpack; the metrics log
+off), **stdlib xmlrpc** (``SimpleXMLRPCServer`` with threads and HTTP/1.1 keep-alive,
+``ServerProxy``), and, when they are installed (the ``bench`` extra), **rpyc** (a
+``ThreadedServer``), **Pyro5** (its defaults: serpent, a thread pool) and **grpcio** (a
+generic handler with raw-bytes request and response bodies, so no protobuf cost is counted).
+Every call is checked (results and echo lengths), so a system cannot win by doing less.
+
+Method: every server and every client runs in its own process; the server is pinned to one CPU
+and the client to another with ``os.sched_setaffinity`` (the output says which, or says that
+the machine has one CPU and they share it). Each round runs every system once, in an order
+rotated by one place from the round before, so drift and background load spread over all of
+them; a system's figure is the median over rounds. Ratios are to the floor of the same run.
+
+Machine behaviour to keep in mind: on the VMs this was written on, a vCPU that has gone idle
+adds about 65 us to a loopback round trip (the wake-up of the peer's CPU), so absolute figures
+swing with load and between machines. Compare ratios within one run, never absolute figures
+across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+SIZES = {"1KiB": 1024, "64KiB": 64 * 1024, "1MiB": 1024 * 1024}
+THREADS = 8
+HOST = "127.0.0.1"
+SRPC_COMBOS = [(t, c) for t in ("tcp", "zmq") for c in ("json", "cbor", "msgpack")]
+FLOOR = "raw socket"
+MACHINE_NOTE = (
+    "On these VMs an idle vCPU adds about 65 us to a loopback round trip, so absolute figures "
+    "swing with load; compare ratios within one run."
+)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much each workload does."""
+
+    rounds: int
+    w1_calls: int
+    w1_warmup: int
+    w2_seconds: float  # per payload size, at most
+    w2_max_calls: dict[str, int]
+    w3_seconds: float
+
+
+DEFAULT = Profile(3, 3000, 300, 0.6, {"1KiB": 3000, "64KiB": 1000, "1MiB": 150}, 1.5)
+QUICK = Profile(1, 1000, 100, 0.25, {"1KiB": 600, "64KiB": 200, "1MiB": 30}, 0.6)
+
+
+# -- the service every system serves ----------------------------------------------------------
+
+
+class BenchInterface(ABC):
+    """What srpc serves (the other systems serve the same two procedures)."""
+
+    @abstractmethod
+    def add(self, a: int, b: int) -> int: ...
+
+    @abstractmethod
+    def echo(self, data: bytes) -> bytes: ...
+
+
+class Bench(BenchInterface):
+    def add(self, a: int, b: int) -> int:
+        return a + b
+
+    def echo(self, data: bytes) -> bytes:
+        return data
+
+
+# -- servers: each runs in its own process, prints "READY <port>", serves until killed --------
+
+
+def serve_floor() -> None:
+    listener = socket.create_server((HOST, 0))
+    ready(listener.getsockname()[1])
+    while True:
+        conn, _ = listener.accept()
+        threading.Thread(target=_floor_connection, args=(conn,), daemon=True).start()
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytearray:
+    buffer = bytearray(size)
+    view, got = memoryview(buffer), 0
+    while got < size:
+        n = sock.recv_into(view[got:])
+        if not n:
+            raise ConnectionError("peer closed")
+        got += n
+    return buffer
+
+
+def _floor_connection(conn: socket.socket) -> None:
+    """Frames: 4-byte length, then b"A" + two int64 (reply: their sum) or b"E" + payload."""
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        while True:
+            (size,) = struct.unpack(">I", _recv_exactly(conn, 4))
+            body = _recv_exactly(conn, size)
+            if body[:1] == b"A":
+                a, b = struct.unpack_from(">qq", body, 1)
+                conn.sendall(b"\x00\x00\x00\x08" + struct.pack(">q", a + b))
+            else:
+                conn.sendmsg([struct.pack(">I", size - 1), memoryview(body)[1:]])
+    except (ConnectionError, OSError):
+        conn.close()
+
+
+def serve_srpc(transport: str, codec: str) -> None:
+    from srpc_core import Config, Server
+
+    config = Config(transport=transport, codec=codec, host=HOST, port=0, metrics_path="")
+    server = Server(BenchInterface, Bench(), config=config)
+    thread = threading.Thread(target=server.start, daemon=True)
+    thread.start()
+    if not server.wait_until_serving(30):
+        raise SystemExit("the srpc server did not start")
+    ready(server.port)
+    thread.join()
+
+
+def serve_xmlrpc() -> None:
+    from socketserver import ThreadingMixIn
+    from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
+
+    class Handler(SimpleXMLRPCRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: one connection per client, like the others
+
+    class Threaded(ThreadingMixIn, SimpleXMLRPCServer):
+        daemon_threads = True
+
+    server = Threaded((HOST, 0), Handler, logRequests=False, allow_none=True)
+    server.register_function(lambda a, b: a + b, "add")
+    server.register_function(lambda data: data, "echo")
+    ready(server.server_address[1])
+    server.serve_forever()
+
+
+def serve_rpyc() -> None:
+    import rpyc
+    from rpyc.utils.server import ThreadedServer
+
+    class Service(rpyc.Service):
+        def exposed_add(self, a: int, b: int) -> int:
+            return a + b
+
+        def exposed_echo(self, data: bytes) -> bytes:
+            return data
+
+    server = ThreadedServer(Service, hostname=HOST, port=0)
+    ready(server.port)
+    server.start()
+
+
+def serve_pyro5() -> None:
+    import Pyro5.api
+
+    @Pyro5.api.expose
+    class Service:
+        def add(self, a: int, b: int) -> int:
+            return a + b
+
+        def echo(self, data: Any) -> Any:
+            return data
+
+    daemon = Pyro5.api.Daemon(host=HOST, port=0)
+    daemon.register(Service, "bench")
+    ready(daemon.locationStr.rsplit(":", 1)[1])
+    daemon.requestLoop()
+
+
+def serve_grpc() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+
+    def add(request: bytes, context: Any) -> bytes:
+        a, b = struct.unpack(">qq", request)
+        return struct.pack(">q", a + b)
+
+    handlers = {
+        "Add": grpc.unary_unary_rpc_method_handler(add),
+        "Echo": grpc.unary_unary_rpc_method_handler(lambda request, context: request),
+    }
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=THREADS + 2),
+        handlers=[grpc.method_handlers_generic_handler("bench.Bench", handlers)],
+        options=[("grpc.max_receive_message_length", 8 << 20)],
+    )
+    port = server.add_insecure_port(f"{HOST}:0")
+    server.start()
+    ready(port)
+    server.wait_for_termination()
+
+
+def ready(port: int | str) -> None:
+    print(f"READY {port}", flush=True)
+
+
+# -- clients: add(a, b) and echo(data) over one connection ------------------------------------
+
+
+class BenchClient(ABC):
+    @abstractmethod
+    def add(self, a: int, b: int) -> int: ...
+
+    @abstractmethod
+    def echo(self, data: bytes) -> bytes: ...
+
+    def bind_thread(self) -> None:  # noqa: B027  # optional
+        """Called in the thread that will use the client (W3), before its first call."""
+
+    def close(self) -> None:  # noqa: B027  # optional
+        pass
+
+
+class FloorClient(BenchClient):
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection((HOST, port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _round_trip(self, parts: list[bytes]) -> bytearray:
+        self.sock.sendmsg(parts)
+        (size,) = struct.unpack(">I", _recv_exactly(self.sock, 4))
+        return _recv_exactly(self.sock, size)
+
+    def add(self, a: int, b: int) -> int:
+        body = b"A" + struct.pack(">qq", a, b)
+        result: int = struct.unpack(">q", self._round_trip([b"\x00\x00\x00\x11", body]))[0]
+        return result
+
+    def echo(self, data: bytes) -> bytes:
+        return bytes(self._round_trip([struct.pack(">I", len(data) + 1), b"E", data]))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class SrpcClient(BenchClient):
+    def __init__(self, port: int, transport: str, codec: str) -> None:
+        from srpc_core import Client, Config
+
+        config = Config(transport=transport, codec=codec, host=HOST, port=port, metrics_path="")
+        self.client = Client(BenchInterface, config=config)
+        self.call = self.client.call
+
+    def add(self, a: int, b: int) -> int:
+        result: int = self.call("add", (a, b))
+        return result
+
+    def echo(self, data: bytes) -> bytes:
+        result: bytes = self.call("echo", (data,))
+        return result
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class XmlrpcClient(BenchClient):
+    def __init__(self, port: int) -> None:
+        import xmlrpc.client
+
+        self.binary = xmlrpc.client.Binary
+        self.proxy: Any = xmlrpc.client.ServerProxy(f"http://{HOST}:{port}/", allow_none=True)
+
+    def add(self, a: int, b: int) -> int:
+        result: int = self.proxy.add(a, b)
+        return result
+
+    def echo(self, data: bytes) -> bytes:
+        result: bytes = self.proxy.echo(self.binary(data)).data
+        return result
+
+    def close(self) -> None:
+        self.proxy("close")()
+
+
+class RpycClient(BenchClient):
+    def __init__(self, port: int) -> None:
+        import rpyc
+
+        self.conn = rpyc.connect(HOST, port)
+        self.root = self.conn.root
+
+    def add(self, a: int, b: int) -> int:
+        result: int = self.root.add(a, b)
+        return result
+
+    def echo(self, data: bytes) -> bytes:
+        result: bytes = self.root.echo(data)
+        return result
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class Pyro5Client(BenchClient):
+    def __init__(self, port: int) -> None:
+        import Pyro5.api
+        import serpent
+
+        self.proxy = Pyro5.api.Proxy(f"PYRO:bench@{HOST}:{port}")
+        self.tobytes = serpent.tobytes
+
+    def bind_thread(self) -> None:
+        self.proxy._pyroClaimOwnership()  # a Pyro5 proxy belongs to one thread at a time
+
+    def add(self, a: int, b: int) -> int:
+        result: int = self.proxy.add(a, b)
+        return result
+
+    def echo(self, data: bytes) -> bytes:
+        # serpent sends bytes as base64 text; the client turns them back, as users must.
+        result: bytes = self.tobytes(self.proxy.echo(data))
+        return result
+
+    def close(self) -> None:
+        self.proxy._pyroClaimOwnership()
+        self.proxy._pyroRelease()
+
+
+class GrpcClient(BenchClient):
+    def __init__(self, port: int) -> None:
+        import grpc
+
+        self.channel = grpc.insecure_channel(
+            f"{HOST}:{port}",
+            options=[
+                ("grpc.max_receive_message_length", 8 << 20),
+                ("grpc.use_local_subchannel_pool", 1),  # a connection of its own per client
+            ],
+        )
+        self._add = self.channel.unary_unary("/bench.Bench/Add")
+        self._echo = self.channel.unary_unary("/bench.Bench/Echo")
+
+    def add(self, a: int, b: int) -> int:
+        result: int = struct.unpack(">q", self._add(struct.pack(">qq", a, b)))[0]
+        return result
+
+    def echo(self, data: bytes) -> bytes:
+        result: bytes = self._echo(data)
+        return result
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+@dataclass(frozen=True)
+class System:
+    name: str
+    serve: Callable[[], None]
+    client: Callable[[int], BenchClient]
+    needs: str = ""  # a module that must be importable
+
+
+def systems() -> dict[str, System]:
+    found = [System(FLOOR, serve_floor, FloorClient)]
+    for transport, codec in SRPC_COMBOS:
+        found.append(
+            System(
+                f"srpc {transport}+{codec}",
+                lambda t=transport, c=codec: serve_srpc(t, c),  # type: ignore[misc]
+                lambda port, t=transport, c=codec: SrpcClient(port, t, c),  # type: ignore[misc]
+                "zmq" if transport == "zmq" else ("cbor2" if codec == "cbor" else ""),
+            )
+        )
+    found += [
+        System("xmlrpc", serve_xmlrpc, XmlrpcClient),
+        System("rpyc", serve_rpyc, RpycClient, "rpyc"),
+        System("Pyro5", serve_pyro5, Pyro5Client, "Pyro5"),
+        System("grpcio", serve_grpc, GrpcClient, "grpc"),
+    ]
+    return {system.name: system for system in found}
+
+
+def available(system: System) -> bool:
+    if not system.needs:
+        return True
+    import importlib.util
+
+    return importlib.util.find_spec(system.needs) is not None
+
+
+# -- the workloads (in the client process) -----------------------------------------------------
+
+
+def run_workloads(system: System, port: int, profile: Profile) -> dict[str, float]:
+    results: dict[str, float] = {}
+    client = system.client(port)
+    try:
+        # W1: sequential add, each call timed.
+        for i in range(profile.w1_warmup):
+            client.add(i, 1)
+        timings = []
+        clock = time.perf_counter_ns
+        for i in range(profile.w1_calls):
+            started = clock()
+            result = client.add(i, 1)
+            timings.append(clock() - started)
+            if result != i + 1:
+                raise AssertionError(f"{system.name}: add({i}, 1) returned {result!r}")
+        timings.sort()
+        results["w1_p50_us"] = timings[len(timings) // 2] / 1000
+        results["w1_p99_us"] = timings[int(len(timings) * 0.99)] / 1000
+        # W2: echo of bytes, by size; MB/s from the median round trip.
+        for label, size in SIZES.items():
+            payload = os.urandom(size)
+            client.echo(payload)  # warm-up (and a check)
+            rounds: list[float] = []
+            deadline = time.perf_counter() + profile.w2_seconds
+            while len(rounds) < profile.w2_max_calls[label] and (
+                len(rounds) < 5 or time.perf_counter() < deadline
+            ):
+                began = time.perf_counter()
+                back = client.echo(payload)
+                rounds.append(time.perf_counter() - began)
+                if len(back) != size:
+                    raise AssertionError(f"{system.name}: echo of {size} bytes -> {len(back)}")
+            results[f"w2_{label}_MBps"] = size / statistics.median(rounds) / 1e6
+    finally:
+        client.close()
+    results["w3_calls_per_s"] = w3(system, port, profile.w3_seconds)
+    return results
+
+
+def w3(system: System, port: int, seconds: float) -> float:
+    clients = [system.client(port) for _ in range(THREADS)]
+    counts = [0] * THREADS
+    start, stop = threading.Barrier(THREADS + 1), threading.Event()
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        client, done = clients[n], 0
+        try:
+            client.bind_thread()
+            client.add(n, 1)  # connected and warm before the clock starts
+            start.wait()
+            while not stop.is_set():
+                if client.add(done, n) != done + n:
+                    raise AssertionError(f"{system.name}: wrong sum")
+                done += 1
+        except BaseException as exc:
+            errors.append(exc)
+            start.abort()
+        counts[n] = done
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    began = time.perf_counter()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    for client in clients:
+        client.close()
+    if errors:
+        raise errors[0]
+    return sum(counts) / elapsed
+
+
+# -- the orchestrator ---------------------------------------------------------------------------
+
+
+def placement() -> tuple[set[int] | None, set[int] | None, str]:
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None, None, f"one CPU ({cpus[0]}): server and client share it"
+    server, client = {cpus[0]}, {cpus[1]}
+    return server, client, f"server pinned to CPU {cpus[0]}, client to CPU {cpus[1]}"
+
+
+def spawn(role: str, name: str, cpus: set[int] | None, *extra: str) -> subprocess.Popen[str]:
+    def pin() -> None:
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
+
+    return subprocess.Popen(
+        [sys.executable, __file__, f"--{role}", name, *extra],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=pin,
+        cwd=REPO,
+    )
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure(name: str, profile: Profile, server_cpus: Any, client_cpus: Any) -> dict[str, float]:
+    started = time.perf_counter()
+    server = spawn("server", name, server_cpus)
+    try:
+        assert server.stdout is not None
+        line = "(nothing)"
+        for line in server.stdout:  # srpc prints a line of its own first
+            if line.startswith("READY "):
+                break
+        else:
+            raise RuntimeError(f"{name}: the server did not start (last line {line!r})")
+        results = {
+            "startup_s": time.perf_counter() - started,
+            "server_rss_mib": rss_mib(server.pid),
+        }
+        client = spawn("client", name, client_cpus, line.split()[1], json.dumps(profile.__dict__))
+        out, _ = client.communicate(timeout=300)
+        if client.returncode != 0:
+            raise RuntimeError(f"{name}: the client failed (exit {client.returncode})")
+        results.update(json.loads(out.strip().splitlines()[-1]))
+        return results
+    finally:
+        server.kill()
+        server.wait()
+
+
+COLUMNS = [
+    ("w1_p50_us", "W1 p50 us", "lower"),
+    ("w1_p99_us", "W1 p99 us", "lower"),
+    ("w2_1KiB_MBps", "W2 1 KiB MB/s", "higher"),
+    ("w2_64KiB_MBps", "W2 64 KiB MB/s", "higher"),
+    ("w2_1MiB_MBps", "W2 1 MiB MB/s", "higher"),
+    ("w3_calls_per_s", "W3 calls/s", "higher"),
+    ("server_rss_mib", "server RSS MiB", "lower"),
+    ("startup_s", "start-up s", "lower"),
+]
+
+
+def table(medians: dict[str, dict[str, float]]) -> str:
+    floor = medians.get(FLOOR, {})
+    lines = [
+        "| system | " + " | ".join(title for _, title, _ in COLUMNS) + " |",
+        "|---|" + "---:|" * len(COLUMNS),
+    ]
+    for name, values in medians.items():
+        cells = []
+        for key, _, _ in COLUMNS:
+            value = values.get(key)
+            if value is None:
+                cells.append("-")
+                continue
+            text = _number(value)
+            if key.startswith("w") and key in floor and name != FLOOR:
+                text += f" ({value / floor[key]:.2f}x)"
+            cells.append(text)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="one short round (under a minute)")
+    parser.add_argument("--rounds", type=int, help="rounds (default 3, --quick 1)")
+    parser.add_argument("--json", metavar="PATH", help="write every measurement as JSON")
+    parser.add_argument("--only", nargs="+", metavar="SYSTEM", help="run only these systems")
+    parser.add_argument("--server", metavar="SYSTEM", help=argparse.SUPPRESS)
+    parser.add_argument("--client", nargs=3, metavar="X", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    known = systems()
+    if args.server:
+        known[args.server].serve()
+        return 0
+    if args.client:
+        name, port, profile_json = args.client
+        profile = Profile(**json.loads(profile_json))
+        print(json.dumps(run_workloads(known[name], int(port), profile)))
+        return 0
+
+    profile = QUICK if args.quick else DEFAULT
+    rounds = args.rounds or profile.rounds
+    chosen = [s for s in known.values() if not args.only or s.name in args.only]
+    names = [s.name for s in chosen if available(s)]
+    skipped = [s.name for s in chosen if not available(s)]
+    server_cpus, client_cpus, where = placement()
+    print(f"srpc benchmark: {rounds} round(s) of {len(names)} systems; {where}", flush=True)
+    if skipped:
+        print(f"not installed (pip install 'srpclib[bench]'): {', '.join(skipped)}", flush=True)
+    began = time.perf_counter()
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            runs[name].append(measure(name, profile, server_cpus, client_cpus))
+            print(f"  round {r + 1}: {name} done", file=sys.stderr, flush=True)
+    medians = {
+        name: {key: statistics.median(run[key] for run in runs[name]) for key in runs[name][0]}
+        for name in names
+    }
+    elapsed = time.perf_counter() - began
+    print()
+    print(table(medians))
+    print()
+    print(
+        f"Medians of {rounds} round(s), order rotated between rounds; {where}; ratios (x) are to "
+        f"the raw socket floor of this run; {elapsed:.0f} s. Python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs. {MACHINE_NOTE}"
+    )
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "python": platform.python_version(),
+                    "machine": platform.machine(),
+                    "cpus": os.cpu_count(),
+                    "placement": where,
+                    "rounds": rounds,
+                    "profile": profile.__dict__,
+                    "note": MACHINE_NOTE,
+                    "seconds": elapsed,
+                    "medians": medians,
+                    "runs": runs,
+                },
+                indent=2,
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
