@@ -117,7 +117,7 @@ class _Connection:
             await self.channel.send(message)
             return await future
         except asyncio.CancelledError:
-            if not future.done():  # still running on the server: tell it
+            if future.cancelled() or not future.done():  # no answer yet: tell the server
                 self.client._cancel_later(self, call_id)
             raise
         finally:
