@@ -156,9 +156,35 @@ def test_the_client_reconnects_after_the_server_restarts(
 
 def test_unknown_option_names_the_table_and_the_valid_keys(probe_stub: Any, tmp_path: Path) -> None:
     config = write_config(tmp_path / "bad.toml", transport="zmq", zmq={"wrokers": 4})
-    valid = "connect, idle_timeout, max_in_flight, queue_bytes, workers"
+    valid = "idle_timeout, max_in_flight, queue_bytes, workers"
     with pytest.raises(srpc_core.ConfigError, match=rf"wrokers.*\[srpc\.zmq\].*{valid}"):
         probe_stub(port=5000, config=config)
+
+
+def test_broker_settings_are_refused_with_a_pointer_to_nats(
+    probe_dir: Path, probe_stub: Any, tmp_path: Path
+) -> None:
+    """The broker is retired: a server or client whose srpc.toml still has ``connect`` stops at
+    once and is told to use transport "nats"."""
+    write_config(probe_dir / "srpc.toml", transport="zmq", zmq={"connect": "tcp://127.0.0.1:5001"})
+    # The server process exits before serving: starting it fails with its output.
+    with pytest.raises(AssertionError) as exited, ServerProcess(probe_dir, "probe"):
+        pass
+    output = str(exited.value)
+    assert "ConfigError: srpc.toml: [srpc.zmq] connect = 'tcp://127.0.0.1:5001':" in output
+    assert "broker (srpc broker) was retired" in output
+    assert 'transport = "nats"' in output and "docs/nats.md" in output
+    config = write_config(tmp_path / "client.toml", transport="zmq", zmq={"connect": ""})
+    with pytest.raises(srpc_core.ConfigError, match=r"\[srpc\.zmq\] connect = '': .*retired"):
+        probe_stub(port=5000, config=config)
+
+
+def test_the_broker_command_is_gone(probe_dir: Path) -> None:
+    result = run_client(
+        probe_dir, "from srpc_core.cli import main; import sys; sys.exit(main(['broker']))"
+    )
+    assert result.returncode == 2
+    assert "invalid choice: 'broker'" in result.stderr
 
 
 def test_without_pyzmq_the_error_names_the_extra(probe_dir: Path, tmp_path: Path) -> None:
@@ -177,11 +203,6 @@ def test_without_pyzmq_the_error_names_the_extra(probe_dir: Path, tmp_path: Path
     listing = run_client(probe_dir, "from srpc_core.cli import main; main(['plugins'])", env=env)
     assert listing.returncode == 0, listing.stderr
     assert any(line.split()[:1] == ["zmq"] for line in listing.stdout.splitlines())
-    broker = run_client(
-        probe_dir, "from srpc_core.cli import main; import sys; sys.exit(main(['broker']))", env=env
-    )
-    assert broker.returncode == 2
-    assert "pip install 'srpclib[zmq]'" in broker.stderr
 
 
 def test_a_message_without_the_srpc_envelope_gets_an_error(

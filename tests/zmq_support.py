@@ -1,4 +1,4 @@
-"""Helpers for the zmq transport and broker tests: a probe service, configs, a broker process.
+"""Helpers for the zmq transport tests: a probe service, configs, hand-driven ZeroMQ peers.
 
 The probe service tells which server process answered (``pid``), and has a call that stays
 busy until the test releases it (``hold``), so tests about slow calls need no timing.
@@ -7,15 +7,12 @@ busy until the test releases it (``hold``), so tests about slow calls need no ti
 from __future__ import annotations
 
 import importlib
-import re
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from support import PYTHON, ServerProcess, make_project
+from support import make_project
 
 PROBE_INTERFACE = '''\
 """A service that reports which server process answered."""
@@ -93,10 +90,6 @@ class Probe(ProbeInterface):
         return "x" * size
 '''
 
-BROKER_READY = re.compile(
-    r"srpc broker: clients -> (?P<frontend>\S+), servers -> (?P<backend>\S+?);"
-)
-
 
 def probe_project(tmp_path: Path) -> Path:
     """A user project holding the probe service and its generated stubs."""
@@ -144,37 +137,6 @@ def import_client_stub(project: Path, package: str) -> Any:
         sys.path.remove(str(project))
     camel = "".join(part.capitalize() for part in package.split("_"))
     return getattr(module, f"Srpc{camel}ClientStub")
-
-
-class BrokerProcess(ServerProcess):
-    """``srpc broker`` in its own process, on free ports; a context manager like a server.
-
-    Its log lines (servers joining and leaving) can be awaited with `wait_for`.
-    """
-
-    def __init__(self, cwd: Path, *args: str) -> None:
-        super().__init__(cwd, "broker")
-        self.args = args or ("--frontend", "tcp://127.0.0.1:0", "--backend", "tcp://127.0.0.1:0")
-        self.frontend = ""
-        self.backend = ""
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [PYTHON, "-m", "srpc_core", "broker", *self.args],
-            cwd=self.project,
-            env=self.env,
-            text=True,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        threading.Thread(target=self._pump, daemon=True).start()
-        ready = self.wait_for(BROKER_READY)
-        self.frontend, self.backend = ready["frontend"], ready["backend"]
-        self.address = self.frontend
-
-    def wait_for_servers(self, count: int) -> None:
-        """Wait until the broker logs that `count` servers are taking calls."""
-        self.wait_for(re.compile(rf"; {count} server\(s\)$"))
 
 
 def wait_for_file(path: Path, timeout: float = 20.0) -> None:

@@ -1,13 +1,16 @@
-"""The ``zmq`` transport (srpc messages over ZeroMQ, with pyzmq) and the ``srpc broker`` command.
+"""The ``zmq`` transport: srpc messages over direct ZeroMQ connections, with pyzmq.
 
 Select it with ``transport = "zmq"`` in srpc.toml on both sides; the stubs stay the same. It
 needs the ``srpclib[zmq]`` extra. This module imports without pyzmq, so ``srpc plugins`` always
-lists it; pyzmq is imported only when the transport is built or the broker runs.
+lists it; pyzmq is imported only when the transport is built.
+
+A zmq server binds host:port and its clients connect to it directly. The ZeroMQ broker that
+once spread calls over many servers (``srpc broker``, ``[srpc.zmq] connect``) is retired: to run
+many servers of a service, use ``transport = "nats"`` (docs/nats.md, docs/scaling.md). A table
+that still sets ``connect`` is refused with a `ConfigError` saying so.
 
 Options (``[srpc.zmq]``):
 
-* ``connect``: a server with this set (e.g. ``"tcp://broker-host:5001"``) connects to the back
-  end of ``srpc broker`` instead of binding host:port (docs/scaling.md). Clients ignore it.
 * ``workers``: how many calls a server runs at once (threads), default 16.
 * ``idle_timeout``: seconds a server keeps a connection that does not complete the ZeroMQ
   handshake, or that stops answering ZeroMQ heartbeats (default 300; the handshake is also
@@ -19,24 +22,19 @@ Options (``[srpc.zmq]``):
 
 See docs/config.md for what these bound, and docs/scaling.md for the arithmetic.
 
-The package: this module (the options, the transport and the hooks, importable without pyzmq),
-`channel` (the client side), `server` (the listener), `broker` (``srpc broker``) and `wire`
-(the frames they exchange).
+The package: this module (the options, the transport and the hook, importable without pyzmq),
+`channel` (the client side), `server` (the listener) and `wire` (the frames they exchange).
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from srpc_core.errors import MissingDependencyError
-from srpc_core.hookspecs import RegisterCommand, RegisterTransport, hookimpl
-from srpc_core.options import Option, PluginOptions
-from srpc_core.signals import stop_on_signals
+from srpc_core.errors import ConfigError, MissingDependencyError
+from srpc_core.hookspecs import RegisterTransport, hookimpl
+from srpc_core.options import DEFAULTS_SOURCE, Option, PluginOptions
 from srpc_core.transport import Channel, Handler, Listener, Transport, TransportSettings
 
 INSTALL_HINT = "pip install 'srpclib[zmq]'"
@@ -44,13 +42,6 @@ MAX_WORKERS = 1024
 MIB = 1024 * 1024
 #: The ``[srpc.zmq]`` table.
 OPTIONS = {
-    "connect": Option(
-        str,
-        default="",
-        check=lambda value: value == "" or "://" in value,
-        expected='the broker\'s back end as a ZeroMQ endpoint such as "tcp://127.0.0.1:5001", '
-        'or "" to bind',
-    ),
     "workers": Option(
         int, default=16, minimum=1, maximum=MAX_WORKERS, help="calls a server runs at once"
     ),
@@ -88,11 +79,25 @@ def require_pyzmq() -> None:
         ) from None
 
 
+#: ``[srpc.zmq]`` keys of the retired broker: a table that still sets one is refused.
+RETIRED_BROKER_KEYS = ("connect",)
+
+
+def broker_retired(table: PluginOptions, key: str) -> ConfigError:
+    """The error for a broker setting left in ``[srpc.zmq]``: the broker is gone, use NATS."""
+    where = f"{table.source}: " if table.source and table.source != DEFAULTS_SOURCE else ""
+    return ConfigError(
+        f"{where}[{table.table}] {key} = {table[key]!r}: the ZeroMQ broker (srpc broker) was "
+        "retired, and a zmq server only binds host:port. To run many servers of a service, "
+        'set transport = "nats" on servers and clients (see docs/nats.md); for one zmq server, '
+        f"remove {key} from [{table.table}]"
+    )
+
+
 @dataclass(frozen=True)
 class ZmqOptions:
     """The ``[srpc.zmq]`` table, checked."""
 
-    connect: str = ""
     workers: int = 16
     idle_timeout: float = 300.0
     max_in_flight: int = 8
@@ -102,7 +107,11 @@ class ZmqOptions:
     def parse(cls, options: Mapping[str, Any] | None) -> ZmqOptions:
         """Check `options`; raise `ConfigError` naming the file, ``[srpc.zmq]``, the key and
         the valid values."""
-        checked = PluginOptions.wrap(options, "zmq").check(OPTIONS)
+        table = PluginOptions.wrap(options, "zmq")
+        for key in RETIRED_BROKER_KEYS:
+            if key in table:
+                raise broker_retired(table, key)
+        checked = table.check(OPTIONS)
         return cls(**{name: checked[name] for name in OPTIONS})
 
     def high_water_mark(self, max_message_bytes: int) -> int:
@@ -139,27 +148,21 @@ class ZmqTransport(Transport):
     def listen(self, host: str, port: int, handler: Handler) -> Listener:
         import zmq
 
-        from srpc_plugins.zmq.server import BoundFront, BrokerFront, ZmqListener
+        from srpc_plugins.zmq.server import BoundFront, ZmqListener
 
         context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()  # its own: term() on shutdown
         max_bytes = self.settings.max_message_bytes
-        front: BoundFront | BrokerFront
         try:
-            if self.options.connect:
-                front = BrokerFront(context, self.options.connect, max_bytes)
-                address = f"broker+{self.options.connect}"
-            else:
-                front = BoundFront(
-                    context,
-                    host,
-                    port,
-                    max_bytes,
-                    high_water_mark=self.options.high_water_mark(max_bytes),
-                    handshake_timeout=min(self.options.idle_timeout, self.settings.timeout),
-                    idle_timeout=self.options.idle_timeout,
-                    queue_bytes=self.options.queue_bytes,
-                )
-                address = self.url(host, front.port)
+            front = BoundFront(
+                context,
+                host,
+                port,
+                max_bytes,
+                high_water_mark=self.options.high_water_mark(max_bytes),
+                handshake_timeout=min(self.options.idle_timeout, self.settings.timeout),
+                idle_timeout=self.options.idle_timeout,
+                queue_bytes=self.options.queue_bytes,
+            )
         except BaseException:
             context.destroy(linger=0)
             raise
@@ -169,8 +172,8 @@ class ZmqTransport(Transport):
             context,
             handler,
             self.options.workers,
-            address,
-            max_in_flight=self.options.max_in_flight if self.options.connect == "" else None,
+            self.url(host, front.port),
+            max_in_flight=self.options.max_in_flight,
         )
 
 
@@ -180,129 +183,15 @@ def srpc_register_transports(register: RegisterTransport) -> None:
     register("zmq", ZmqTransport)
 
 
-@hookimpl
-def srpc_register_commands(register: RegisterCommand) -> None:
-    """Offer ``srpc broker``."""
-    register(
-        "broker",
-        "run a ZeroMQ broker: clients call one address, calls spread over many servers",
-        configure_broker_parser,
-        run_broker,
-    )
-
-
-BROKER_DESCRIPTION = """\
-Run a ZeroMQ broker: clients connect to its front end as if it were one server, servers
-connect to its back end, and every call goes to a server with an idle worker, in turn.
-Servers may join and leave at any time; a server that stops finishes its calls and gets
-no new ones. Ctrl+C or SIGTERM stops the broker. Needs the extra: pip install 'srpclib[zmq]'.
-
-Servers' srpc.toml (the stubs do not change):
-  [srpc]
-  transport = "zmq"
-  [srpc.zmq]
-  connect = "tcp://BROKER-HOST:5001"      # the broker's --backend
-
-Clients' srpc.toml:
-  [srpc]
-  transport = "zmq"
-  host = "BROKER-HOST"                    # the broker's --frontend
-  port = 5000
-"""
-
-BROKER_EPILOG = """\
-examples:
-  srpc broker                                       # 127.0.0.1:5000 and 127.0.0.1:5001
-  srpc broker --frontend tcp://0.0.0.0:5000 --backend tcp://0.0.0.0:5001
-  srpc broker --frontend tcp://127.0.0.1:0 --backend tcp://127.0.0.1:0   # any free ports
-
-See docs/scaling.md for what the broker guarantees and where it stops.
-"""
-
-
-def configure_broker_parser(parser: argparse.ArgumentParser) -> None:
-    """Add the ``srpc broker`` arguments."""
-    parser.description = BROKER_DESCRIPTION
-    parser.epilog = BROKER_EPILOG
-    parser.add_argument(
-        "--frontend",
-        default="tcp://127.0.0.1:5000",
-        metavar="ENDPOINT",
-        help="where clients connect (default: %(default)s; port 0 = any free port)",
-    )
-    parser.add_argument(
-        "--backend",
-        default="tcp://127.0.0.1:5001",
-        metavar="ENDPOINT",
-        help="where servers connect (default: %(default)s; port 0 = any free port)",
-    )
-    parser.add_argument(
-        "--max-message-bytes",
-        type=int,
-        default=16 * 1024 * 1024,
-        metavar="N",
-        help="drop larger messages; keep it <= the servers' max_message_bytes (default: "
-        "%(default)s)",
-    )
-    parser.add_argument(
-        "--grace",
-        type=float,
-        default=5.0,
-        metavar="SECONDS",
-        help="on stop, how long to wait for calls in flight (default: %(default)s)",
-    )
-    parser.add_argument(
-        "-q", "--quiet", action="store_true", help="do not log servers joining and leaving"
-    )
-
-
-def run_broker(args: argparse.Namespace) -> int:
-    """Run the broker until Ctrl+C or SIGTERM; return the exit code."""
-    require_pyzmq()
-    from srpc_plugins.zmq.broker import Broker
-
-    _log_to_stderr(logging.getLogger("srpc.broker"), args.quiet)
-    try:
-        broker = Broker(
-            args.frontend,
-            args.backend,
-            max_message_bytes=args.max_message_bytes,
-            grace=args.grace,
-        )
-    except OSError as exc:
-        print(f"srpc broker: error: {exc}", file=sys.stderr)
-        return 1
-
-    with stop_on_signals(broker.stop):  # installed before the line that says Ctrl+C stops
-        print(
-            f"srpc broker: clients -> {broker.frontend_endpoint}, "
-            f"servers -> {broker.backend_endpoint}; Ctrl+C stops",
-            flush=True,
-        )
-        broker.serve()
-    print("srpc broker: stopped", flush=True)
-    return 0
-
-
-def _log_to_stderr(logger: logging.Logger, quiet: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("srpc broker: %(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.WARNING if quiet else logging.INFO)
-
-
 __all__ = [
-    "BROKER_DESCRIPTION",
-    "BROKER_EPILOG",
     "INSTALL_HINT",
     "MAX_WORKERS",
     "MIB",
     "OPTIONS",
+    "RETIRED_BROKER_KEYS",
     "ZmqOptions",
     "ZmqTransport",
-    "configure_broker_parser",
+    "broker_retired",
     "require_pyzmq",
-    "run_broker",
-    "srpc_register_commands",
     "srpc_register_transports",
 ]

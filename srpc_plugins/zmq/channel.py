@@ -58,11 +58,11 @@ BROKEN_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
 
 
 class ZmqChannel(Channel):
-    """One client connection to a zmq server or to the front end of `srpc broker`.
+    """One client connection to a zmq server.
 
     Args:
         context: the ZeroMQ context to make the socket in.
-        host, port: where the server (or broker) is.
+        host, port: where the server is.
         address: the ``zmq://host:port`` URL used in error messages.
         max_bytes: max_message_bytes; a larger reply is dropped by libzmq before allocation.
         timeout: seconds to wait for the connection and handshake.

@@ -1,4 +1,4 @@
-"""The server side of the ``zmq`` transport: a front socket and a pool of worker threads.
+"""The server side of the ``zmq`` transport: a bound front socket and a pool of worker threads.
 
 Shape (the load-balancing pattern of the ZeroMQ guide, built from pyzmq sockets and a Poller)::
 
@@ -17,11 +17,9 @@ that pipelines many slow calls cannot take every worker; ZeroMQ's queues per pee
 bytes through their high-water marks; a request has exactly the frames of a request; and a peer
 that has gone (a reply to it finds no route) loses the calls it left waiting.
 
-The front socket is either
-
-* `BoundFront` (the default): a ROUTER bound at host:port that clients connect to; or
-* `BrokerFront` (``[srpc.zmq] connect = "tcp://broker:5001"``): a DEALER connected to the back
-  end of ``srpc broker``, speaking the credit protocol described in `srpc_plugins.zmq.wire`.
+The front socket is `BoundFront`, a ROUTER bound at host:port that clients connect to directly.
+(The ZeroMQ broker, and the connect mode that served behind it, are retired: many servers of a
+service run on NATS, docs/scaling.md.)
 """
 
 from __future__ import annotations
@@ -31,35 +29,23 @@ import signal
 import threading
 from collections import OrderedDict, deque
 from time import monotonic
-from typing import Protocol
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from srpc_core import protocol
-from srpc_core.errors import ConfigError
 from srpc_core.transport import Handler, Listener, TransportSettings, answer
 from srpc_core.wakeup import Waker
 from srpc_plugins.zmq.wire import (
-    BYE,
-    CALL,
     DELIMITER,
-    HEARTBEAT_INTERVAL_MS,
-    HEARTBEAT_TIMEOUT_MS,
-    READY,
-    REPLY,
     REQUEST_FRAMES,
     ms,
     split_client_request,
-    split_request,
     tcp_endpoint,
 )
 
 log = logging.getLogger("srpc.zmq")
 #: How long closing the front socket may take to deliver the last answers, in milliseconds.
 LINGER_MS = 2000
-#: How long a stopping server waits for the broker to acknowledge its BYE, at most.
-BYE_ACK_TIMEOUT = 5.0
 #: While stopping, the main loop wakes at least this often to check its deadlines.
 STOPPING_POLL = 0.1
 #: While serving, it wakes at least this often, so that Python runs a signal handler even when
@@ -233,43 +219,6 @@ class WorkerPool:
             sock.close()
 
 
-class Front(Protocol):
-    """Where requests come from and answers go: the listener's front socket."""
-
-    socket: zmq.Socket[bytes]
-    #: Other sockets the main loop must watch (`on_event` is called when they are readable).
-    watched: list[zmq.Socket[bytes]]
-
-    def accepting(self, room: int) -> bool:
-        """Whether to read requests now, with `room` idle workers not spoken for."""
-
-    def read(self, room: int) -> list[Request]:
-        """Read the requests that are ready (at most `room` messages where that matters)."""
-
-    def send(self, envelope: list[bytes], answer: bytes) -> bool:
-        """Send an answer back where its request came from; False if that peer has gone."""
-
-    def on_event(self, available: int) -> None:
-        """A watched socket is readable; `available` workers are free for new calls."""
-
-    @property
-    def waiting(self) -> bool:
-        """Whether answers wait to be sent (`flush` them soon)."""
-
-    def flush(self) -> list[bytes]:
-        """Send the answers that wait, as far as their peers take them; return the peers found
-        gone."""
-
-    def begin_shutdown(self) -> None:
-        """Stop taking new calls (the calls already taken are still answered)."""
-
-    def receiving_done(self) -> bool:
-        """True once shutting down and no call can arrive any more."""
-
-    def close(self) -> None:
-        """Close the sockets, giving the last answers `LINGER_MS` to leave."""
-
-
 class BoundFront:
     """Clients connect straight to this server: a ROUTER bound at host:port.
 
@@ -312,7 +261,6 @@ class BoundFront:
         self.socket.heartbeat_ivl = ms(idle_timeout)
         self.socket.heartbeat_timeout = ms(idle_timeout)
         self.socket.ipv6 = ":" in host
-        self.watched: list[zmq.Socket[bytes]] = []
         endpoint = tcp_endpoint(host, port)
         try:
             self.socket.bind(endpoint)
@@ -394,9 +342,6 @@ class BoundFront:
             raise
         return True
 
-    def on_event(self, available: int) -> None:
-        pass
-
     def begin_shutdown(self) -> None:
         # Stop reading; stay bound: libzmq's unbind would also cut the connections of the
         # clients still waiting for answers. Requests left unread are dropped at close, and
@@ -433,110 +378,13 @@ class BoundFront:
         self._dropped = 0
 
 
-class BrokerFront:
-    """This server takes its calls from ``srpc broker``: a DEALER connected to its back end.
-
-    It tells the broker how many workers are idle on every (re)connection (READY); each answer
-    frees one worker again. On shutdown it says BYE and keeps serving what arrives until the
-    broker acknowledges, so no call is lost.
-    """
-
-    def __init__(self, context: Context, endpoint: str, max_bytes: int) -> None:
-        self.socket = context.socket(zmq.DEALER)
-        self.socket.linger = LINGER_MS
-        self.socket.maxmsgsize = max_bytes
-        self.socket.heartbeat_ivl = HEARTBEAT_INTERVAL_MS
-        self.socket.heartbeat_timeout = HEARTBEAT_TIMEOUT_MS
-        self._monitor = self.socket.get_monitor_socket(
-            zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
-        )
-        self.watched = [self._monitor]
-        self.endpoint = endpoint
-        try:
-            self.socket.connect(endpoint)
-        except zmq.ZMQError as exc:
-            self.close()
-            raise ConfigError(f"[srpc.zmq] connect = {endpoint!r} is invalid: {exc}") from None
-        self._connected = False
-        self._stopping = False
-        self._acknowledged = False
-        self._ack_deadline = 0.0
-
-    def accepting(self, room: int) -> bool:
-        return not self.receiving_done()  # the broker sends no more calls than we have credit
-
-    def read(self, room: int) -> list[Request]:
-        requests: list[Request] = []
-        while True:
-            try:
-                frames = self.socket.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return requests
-            request = split_request(frames[1:]) if frames[0] == CALL else None
-            if request is not None:
-                requests.append(request)
-            elif frames == [BYE]:
-                self._acknowledged = True
-            else:
-                log.warning("srpc zmq: unexpected message from the broker: %r", frames[:1])
-
-    def send(self, envelope: list[bytes], answer: bytes) -> bool:
-        try:
-            self.socket.send_multipart([REPLY, *envelope, answer], flags=zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            log.warning("srpc zmq: an answer was dropped: the broker is not taking any")
-        return True  # the broker's clients come and go behind it: never "gone" from here
-
-    @property
-    def waiting(self) -> bool:
-        return False
-
-    def flush(self) -> list[bytes]:
-        return []
-
-    def on_event(self, available: int) -> None:
-        while self._monitor.poll(0):
-            event = recv_monitor_message(self._monitor)["event"]
-            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                self._connected = True
-                log.info("srpc zmq: connected to the broker at %s", self.endpoint)
-                if not self._stopping:  # a new connection is a new server to the broker
-                    self._send([READY, str(available).encode()])
-            elif event == zmq.EVENT_DISCONNECTED:
-                self._connected = False
-                log.warning("srpc zmq: lost the broker at %s; reconnecting", self.endpoint)
-
-    def begin_shutdown(self) -> None:
-        self._stopping = True
-        self._ack_deadline = monotonic() + BYE_ACK_TIMEOUT
-        if self._connected:
-            self._send([BYE])
-
-    def receiving_done(self) -> bool:
-        if not self._stopping:
-            return False
-        # Not connected: the broker cannot send anything, and we never say READY again.
-        return self._acknowledged or not self._connected or monotonic() > self._ack_deadline
-
-    def close(self) -> None:
-        self.socket.disable_monitor()
-        self._monitor.close(linger=0)
-        self.socket.close()
-
-    def _send(self, frames: list[bytes]) -> None:
-        try:
-            self.socket.send_multipart(frames, flags=zmq.NOBLOCK)
-        except zmq.Again:
-            log.warning("srpc zmq: could not tell the broker %r", frames[0])
-
-
 class ZmqListener(Listener):
-    """Serves `handler` behind a `BoundFront` or a `BrokerFront` with a `WorkerPool`."""
+    """Serves `handler` behind a `BoundFront` with a `WorkerPool`."""
 
     def __init__(
         self,
         settings: TransportSettings,
-        front: BoundFront | BrokerFront,
+        front: BoundFront,
         context: Context,
         handler: Handler,
         workers: int,
@@ -545,17 +393,16 @@ class ZmqListener(Listener):
         max_in_flight: int | None = None,
     ) -> None:
         self.address = address
-        self.port = front.port if isinstance(front, BoundFront) else 0
+        self.port = front.port
         self._settings = settings
-        self._front: Front = front
+        self._front = front
         self._context = context
         self._pool = WorkerPool(context, handler, workers, settings.max_message_bytes)
         self._pending = FairQueue()  # calls read, awaiting a worker
         self._peers = PeerLimits(max_in_flight)
-        # A bound front reads ahead up to `workers` waiting calls, so that a call past its
-        # peer's limit is refused at once and waiting calls are taken round robin; the broker
-        # sends no more calls than there are idle workers.
-        self._backlog = workers if isinstance(front, BoundFront) else 0
+        # The front reads ahead up to `workers` waiting calls, so that a call past its peer's
+        # limit is refused at once and waiting calls are taken round robin.
+        self._backlog = workers
         self._stop = threading.Event()
         self._waker = Waker()
 
@@ -563,8 +410,6 @@ class ZmqListener(Listener):
         poller = zmq.Poller()
         poller.register(self._pool.socket, zmq.POLLIN)
         poller.register(self._waker, zmq.POLLIN)
-        for watched in self._front.watched:
-            poller.register(watched, zmq.POLLIN)
         drained = False
         try:
             drained = self._loop(poller)
@@ -608,8 +453,6 @@ class ZmqListener(Listener):
         if self._front.socket in events:
             for request in self._front.read(room):
                 self._admit(request)
-        if any(watched in events for watched in self._front.watched):
-            self._front.on_event(self._pool.size - self._pool.running - len(self._pending))
         while self._pending and self._pool.idle:
             self._pool.submit(*self._pending.popleft())
 
@@ -652,21 +495,18 @@ class ZmqListener(Listener):
 
 __all__ = [
     "ASYNC_SIGNALS",
-    "BYE_ACK_TIMEOUT",
-    "BoundFront",
-    "BrokerFront",
-    "Context",
     "FLUSH_RETRY",
-    "FairQueue",
-    "Front",
     "LINGER_MS",
-    "PeerLimits",
-    "Request",
     "SERVING_POLL",
     "STOPPING_POLL",
     "WARN_INTERVAL",
     "WORKER_READY",
     "WORKER_STOP",
+    "BoundFront",
+    "Context",
+    "FairQueue",
+    "PeerLimits",
+    "Request",
     "WorkerPool",
     "ZmqListener",
 ]
