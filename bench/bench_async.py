@@ -1,0 +1,167 @@
+"""The async client against the sync one, in the same run, over tcp+json.
+
+    python bench/bench_async.py                    # 20000 calls per throughput row
+    python bench/bench_async.py --calls 5000
+
+For each server (the threaded server, `start()` with the calculator's plain methods; and the
+asyncio server, `serve()` with an ``async def`` calculator), in one client process:
+
+* throughput: the sync `Client` shared by 8 threads (8 connections) against one `AsyncClient`
+  with 256 calls in flight on one connection, in calls per second;
+* latency: sequential ``add(i, 1)`` calls, the median and p99 of each client.
+
+The server runs in its own process; rows take turns so background load hits them alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CALC = REPO / "examples" / "calc" / "server"
+sys.path.insert(0, str(CALC))
+
+from calc.calc import Calc  # noqa: E402
+from calc.calc_interface import CalcInterface  # noqa: E402
+
+from srpc_core import AsyncClient, Client, Config, Server  # noqa: E402
+
+IN_FLIGHT = 256
+THREADS = 8
+
+
+class AsyncCalc(Calc):
+    async def add(self, a: float, b: float) -> float:  # type: ignore[override]
+        return a + b
+
+
+def config(port: int) -> Config:
+    return Config(port=port, metrics_path="", max_in_flight=IN_FLIGHT)
+
+
+def serve(mode: str) -> None:
+    """Server process: print the port, serve until killed."""
+    implementation = AsyncCalc() if mode == "asyncio" else Calc()
+    server = Server(CalcInterface, implementation, config=config(0))
+    thread = threading.Thread(target=server.start, daemon=True)
+    thread.start()
+    if not server.wait_until_serving(20):
+        raise SystemExit("the server did not start")
+    print(f"PORT {server.port}", flush=True)
+    thread.join()
+
+
+def sync_throughput(port: int, calls: int) -> float:
+    client = Client(CalcInterface, config=config(port))
+    each = calls // THREADS
+
+    def work() -> None:
+        for i in range(each):
+            client.call("add", (i, 1))
+
+    threads = [threading.Thread(target=work) for _ in range(THREADS)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    client.close()
+    return each * THREADS / elapsed
+
+
+async def async_throughput(port: int, calls: int) -> float:
+    async with AsyncClient(CalcInterface, config=config(port)) as client:
+        await client.call("add", (0, 1))  # connect first
+        each = calls // IN_FLIGHT
+
+        async def work() -> None:
+            for i in range(each):
+                await client.call("add", (i, 1))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(work() for _ in range(IN_FLIGHT)))
+        elapsed = time.perf_counter() - started
+        assert client._shared.bridge is None  # one multiplexed connection
+    return each * IN_FLIGHT / elapsed
+
+
+def sync_latency(port: int, calls: int) -> list[float]:
+    timings = []
+    with Client(CalcInterface, config=config(port)) as client:
+        for i in range(calls + 200):
+            started = time.perf_counter_ns()
+            client.call("add", (i, 1))
+            timings.append((time.perf_counter_ns() - started) / 1000)
+    return timings[200:]
+
+
+async def async_latency(port: int, calls: int) -> list[float]:
+    timings = []
+    async with AsyncClient(CalcInterface, config=config(port)) as client:
+        for i in range(calls + 200):
+            started = time.perf_counter_ns()
+            await client.call("add", (i, 1))
+            timings.append((time.perf_counter_ns() - started) / 1000)
+    return timings[200:]
+
+
+def p99(values: list[float]) -> float:
+    return sorted(values)[int(len(values) * 0.99)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=20000, help="calls per throughput row")
+    parser.add_argument("--latency-calls", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=2, help="turns each row takes")
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve)
+        return
+    print(
+        f"tcp+json, Python {sys.version.split()[0]}; throughput: {args.calls} add() calls per "
+        f"row, sync {THREADS} threads vs async {IN_FLIGHT} in flight on one connection"
+    )
+    for mode in ("threaded", "asyncio"):
+        server = subprocess.Popen(
+            [sys.executable, __file__, "--serve", mode], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert server.stdout is not None
+            port = next(int(line[5:]) for line in server.stdout if line.startswith("PORT "))
+            sync_rates, async_rates = [], []
+            sync_times: list[float] = []
+            async_times: list[float] = []
+            for _ in range(args.rounds):
+                sync_rates.append(sync_throughput(port, args.calls))
+                async_rates.append(asyncio.run(async_throughput(port, args.calls)))
+                sync_times += sync_latency(port, args.latency_calls)
+                async_times += asyncio.run(async_latency(port, args.latency_calls))
+            sync_rate, async_rate = max(sync_rates), max(async_rates)
+            print(f"\n{mode} server")
+            print(f"  sync  8 threads      {sync_rate:9.0f} calls/s")
+            print(
+                f"  async 256 in flight  {async_rate:9.0f} calls/s  ({async_rate / sync_rate:.2f}x)"
+            )
+            sm, am = statistics.median(sync_times), statistics.median(async_times)
+            print(f"  sync  latency  median {sm:6.1f} us  p99 {p99(sync_times):6.1f} us")
+            print(
+                f"  async latency  median {am:6.1f} us  p99 {p99(async_times):6.1f} us  "
+                f"({am / sm:.2f}x)"
+            )
+        finally:
+            server.terminate()
+            server.wait()
+
+
+if __name__ == "__main__":
+    main()
