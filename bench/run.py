@@ -629,14 +629,21 @@ def main() -> int:
         print(f"not installed (pip install 'srpclib[bench]'): {', '.join(skipped)}", flush=True)
     began = time.perf_counter()
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    failures: dict[str, list[str]] = {}
     for r in range(rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
-            runs[name].append(measure(name, profile, server_cpus, client_cpus))
+            try:
+                runs[name].append(measure(name, profile, server_cpus, client_cpus))
+            except (RuntimeError, OSError, subprocess.TimeoutExpired, ValueError) as exc:
+                failures.setdefault(name, []).append(f"round {r + 1}: {exc}")
+                print(f"  round {r + 1}: {name} FAILED: {exc}", file=sys.stderr, flush=True)
+                continue
             print(f"  round {r + 1}: {name} done", file=sys.stderr, flush=True)
     medians = {
         name: {key: statistics.median(run[key] for run in runs[name]) for key in runs[name][0]}
         for name in names
+        if runs[name]
     }
     elapsed = time.perf_counter() - began
     print()
@@ -647,6 +654,8 @@ def main() -> int:
         f"the raw socket floor of this run; {elapsed:.0f} s. Python {platform.python_version()}, "
         f"{os.cpu_count()} CPUs. {MACHINE_NOTE}"
     )
+    for name, reasons in failures.items():
+        print(f"FAILED {name} ({len(reasons)} of {rounds} rounds): {'; '.join(reasons)}")
     if args.json:
         Path(args.json).write_text(
             json.dumps(
@@ -661,11 +670,12 @@ def main() -> int:
                     "seconds": elapsed,
                     "medians": medians,
                     "runs": runs,
+                    "failures": failures,
                 },
                 indent=2,
             )
         )
-    return 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
