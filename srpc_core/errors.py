@@ -208,6 +208,7 @@ class ErrorContext:
 
 
 __all__ = [
+    "REMOTE_CLASS_CACHE_SIZE",
     "CallTimeoutError",
     "CodecError",
     "CommunicationError",
@@ -223,7 +224,6 @@ __all__ = [
     "PluginConflictError",
     "PluginError",
     "ProtocolError",
-    "REMOTE_CLASS_CACHE_SIZE",
     "RemoteError",
     "ServerUnavailableError",
     "SessionError",

@@ -229,3 +229,13 @@ def _type_hints(function: Any) -> dict[str, Any]:
         return typing.get_type_hints(function)
     except Exception:  # an annotation that does not resolve here: keep it as written
         return {}
+
+
+__all__ = [
+    "Procedure",
+    "Service",
+    "idempotent",
+    "private_abstract_names",
+    "public_abstract_names",
+    "read_interface",
+]

@@ -275,3 +275,17 @@ class Transport(ABC):
         if ":" in host:  # IPv6 literal
             host = f"[{host}]"
         return f"{self.name}://{host}:{port}"
+
+
+__all__ = [
+    "AsyncChannel",
+    "AsyncListener",
+    "Channel",
+    "Endpoint",
+    "Handler",
+    "Listener",
+    "OnConnection",
+    "Transport",
+    "TransportSettings",
+    "answer",
+]

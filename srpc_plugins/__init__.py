@@ -1,4 +1,3 @@
 """srpc's built-in plugins, one module each, registered through the ``srpc`` entry points."""
 
-
 __all__: list[str] = []

@@ -313,12 +313,12 @@ def srpc_register_codecs(register: RegisterCodec) -> None:
 __all__ = [
     "CBOR2_BUILTIN_TAGS",
     "CONTAINER_HEADS",
-    "CborCodec",
     "DEFAULT_MAX_BIGNUM_BYTES",
     "DEFAULT_MAX_CONTAINERS",
     "DEFAULT_MAX_DEPTH",
     "OPTIONS",
     "REFUSED_TYPES",
     "SELF_DESCRIBE_TAG",
+    "CborCodec",
     "srpc_register_codecs",
 ]

@@ -155,7 +155,7 @@ def srpc_register_codecs(register: RegisterCodec) -> None:
 __all__ = [
     "DEFAULT_MAX_CONTAINERS",
     "DEFAULT_MAX_INT_DIGITS",
-    "JsonCodec",
     "OPTIONS",
+    "JsonCodec",
     "srpc_register_codecs",
 ]

@@ -178,8 +178,8 @@ class MetricsLog(CallObserver):
 
 
 __all__ = [
-    "AppendLog",
     "DEFAULT_FLUSH_INTERVAL",
+    "AppendLog",
     "MetricsLog",
     "srpc_register_call_observers",
 ]

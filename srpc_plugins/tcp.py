@@ -146,3 +146,12 @@ class TcpListener(StreamListener):
 def srpc_register_transports(register: RegisterTransport) -> None:
     """Offer ``tcp``."""
     register("tcp", TcpTransport)
+
+
+__all__ = [
+    "OPTIONS",
+    "TcpChannel",
+    "TcpListener",
+    "TcpTransport",
+    "srpc_register_transports",
+]

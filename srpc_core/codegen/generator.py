@@ -327,3 +327,13 @@ def _notes(names: ServiceNames) -> list[str]:
         f"{names.implementation_module}, and {implementation} does not exist yet (the client "
         "needs only the client stub and the interface)"
     ]
+
+
+__all__ = [
+    "RESERVED_NAMES",
+    "GeneratedFile",
+    "Stubs",
+    "generate",
+    "service_names",
+    "write",
+]

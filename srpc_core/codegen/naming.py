@@ -81,3 +81,9 @@ class ServiceNames:
     def client_stub_file(self) -> str:
         """``srpc_user_store_client_stub.py``."""
         return f"srpc_{self.package}_client_stub.py"
+
+
+__all__ = [
+    "ServiceNames",
+    "camel_case",
+]

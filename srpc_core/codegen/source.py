@@ -192,3 +192,12 @@ def _terminal_name(expression: ast.expr) -> str:
 
 def _slice_items(expression: ast.expr) -> list[ast.expr]:
     return list(expression.elts) if isinstance(expression, ast.Tuple) else [expression]
+
+
+__all__ = [
+    "MethodSource",
+    "SourceError",
+    "UsedNames",
+    "method_source",
+    "signature_names",
+]

@@ -443,3 +443,21 @@ def _escape(char: str) -> str:
     if char in "\n\t" or (char.isprintable() and char not in "\r\x0b\x0c"):
         return char
     return char.encode("unicode_escape").decode("ascii")
+
+
+__all__ = [
+    "CLIENT_STUB",
+    "HEADER",
+    "MAX_LINE",
+    "SERVER_STUB",
+    "Imports",
+    "ReturnKind",
+    "Segment",
+    "cast_name",
+    "client_method",
+    "client_stub",
+    "parameter_names",
+    "return_type_literal",
+    "server_stub",
+    "uses_cast",
+]
