@@ -10,8 +10,8 @@ The baseline row is the same loop over a bare socket: a 4-byte length-prefixed e
 written with nothing but the standard library, the smallest round trip Python can do over TCP.
 Rows take turns in blocks of calls, so background load hits every row alike. The table shows the
 median, the 99th percentile, and the median's ratio to the bare socket and to tcp+json.
-``uds`` and ``msgpack`` come from examples/srpc-plugin-example, used from its source folder when
-it is not installed.
+``uds`` comes from examples/srpc-plugin-example, used from its source folder when it is not
+installed; ``msgpack`` is srpc's own (the example's codec is ``msgpack-example``).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ DEFAULT_COMBOS = [
     "uds:json",
     "uds:cbor",
     "uds:msgpack",
+    "tcp:msgpack",
 ]
 BASELINE = "tcp:json"
 BLOCK = 250
@@ -63,7 +64,7 @@ def plugins() -> Plugins:
     sys.path.insert(0, str(EXAMPLE_PLUGIN))
     from srpc_plugin_example import msgpack_codec, uds
 
-    extra: dict[str, ModuleType] = {"uds": uds, "msgpack": msgpack_codec}
+    extra: dict[str, ModuleType] = {"uds": uds, "msgpack-example": msgpack_codec}
     return Plugins(extra_plugins=extra)
 
 

@@ -306,3 +306,12 @@ def _count_containers(data: bytes, budget: int) -> int:
 def srpc_register_codecs(register: RegisterCodec) -> None:
     """Offer ``msgpack``."""
     register("msgpack", MsgpackCodec)
+
+
+__all__ = [
+    "DEFAULT_MAX_CONTAINERS",
+    "DEFAULT_MAX_DEPTH",
+    "OPTIONS",
+    "MsgpackCodec",
+    "srpc_register_codecs",
+]

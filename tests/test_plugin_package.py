@@ -181,7 +181,7 @@ class VenvServerProcess(ServerProcess):
 
 def uds_msgpack_toml(socket_dir: Path) -> str:
     return (
-        '[srpc]\ntransport = "uds"\ncodec = "msgpack"\nport = 5000\n\n'
+        '[srpc]\ntransport = "uds"\ncodec = "msgpack-example"\nport = 5000\n\n'
         f'[srpc.uds]\ndir = "{socket_dir}"\n\n[srpc.metrics]\npath = ""\n'
     )
 
@@ -193,7 +193,10 @@ CALC_OUTPUT = ["6", "8", "2", "2.0", "ZeroDivisionError: division by zero"]
 
 def test_srpc_plugins_lists_the_example_plugin(venv: Venv) -> None:
     rows = plugin_rows(venv)
-    for name, transports, codecs in (("uds", ["uds"], []), ("msgpack", [], ["msgpack"])):
+    for name, transports, codecs in (
+        ("uds", ["uds"], []),
+        ("msgpack-example", [], ["msgpack-example"]),
+    ):
         row = rows[name]
         assert (row["distribution"], row["version"]) == ("srpc-plugin-example", "0.1.0")
         assert (row["transports"], row["codecs"], row["error"]) == (transports, codecs, None)
@@ -202,6 +205,8 @@ def test_srpc_plugins_lists_the_example_plugin(venv: Venv) -> None:
         line.split() == ["uds", "srpc-plugin-example", "0.1.0", "uds", "-"]
         for line in table.splitlines()
     ), table
+    # srpc's own msgpack codec sits next to it: the example's codec has a name of its own.
+    assert (rows["msgpack"]["distribution"], rows["msgpack"]["codecs"]) == ("srpclib", ["msgpack"])
 
 
 def test_calc_runs_over_uds_and_msgpack_chosen_in_srpc_toml(
@@ -210,7 +215,7 @@ def test_calc_runs_over_uds_and_msgpack_chosen_in_srpc_toml(
     calc = Calc(venv, tmp_path, uds_msgpack_toml(socket_dir))
     with calc.server() as server:
         assert server.address == f"uds://{socket_dir}/srpc-5000.sock"
-        assert "(transport uds, codec msgpack)" in server.text()
+        assert "(transport uds, codec msgpack-example)" in server.text()
         result = calc.client()
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == CALC_OUTPUT
@@ -225,18 +230,18 @@ def test_two_distributions_offering_one_codec_name_are_both_named(
         "rival_msgpack",
         "from srpc_core import hookimpl\n\n\n"
         "@hookimpl\ndef srpc_register_codecs(register):\n"
-        "    register('msgpack', lambda options: None)\n",
+        "    register('msgpack-example', lambda options: None)\n",
     )
     venv.install_plugin(rival)
     try:
         result = venv.run("srpc", "plugins")
         assert result.returncode != 0
-        assert "codec 'msgpack'" in result.stderr
+        assert "codec 'msgpack-example'" in result.stderr
         assert "'srpc-plugin-example'" in result.stderr
         assert "'srpc-rival-msgpack'" in result.stderr
         # Blocking one of the two resolves the conflict.
         rows = plugin_rows(venv, SRPC_DISABLE_PLUGINS="rival_msgpack")
-        assert rows["msgpack"]["distribution"] == "srpc-plugin-example"
+        assert rows["msgpack-example"]["distribution"] == "srpc-plugin-example"
         assert "rival_msgpack" not in rows
     finally:
         venv.pip("uninstall", "--yes", "srpc-rival-msgpack")
@@ -273,12 +278,12 @@ def test_a_plugin_that_fails_to_import_is_reported_and_the_others_work(
 
 
 def test_srpc_disable_plugins_blocks_a_plugin(venv: Venv, tmp_path: Path, socket_dir: Path) -> None:
-    rows = plugin_rows(venv, SRPC_DISABLE_PLUGINS="msgpack")
-    assert "msgpack" not in rows and "uds" in rows
+    rows = plugin_rows(venv, SRPC_DISABLE_PLUGINS="msgpack-example")
+    assert "msgpack-example" not in rows and "uds" in rows and "msgpack" in rows
     calc = Calc(venv, tmp_path, uds_msgpack_toml(socket_dir))
-    blocked = calc.client(SRPC_DISABLE_PLUGINS="msgpack")
+    blocked = calc.client(SRPC_DISABLE_PLUGINS="msgpack-example")
     assert blocked.returncode != 0
-    assert "codec = 'msgpack' is not a registered codec" in blocked.stderr
+    assert "codec = 'msgpack-example' is not a registered codec" in blocked.stderr
 
 
 def test_the_example_plugin_passes_the_kit_as_its_author_runs_it(
