@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from support import ServerProcess
-from zmq_support import BrokerProcess, import_client_stub, port_of, probe_project, write_config
+from zmq_support import import_client_stub, probe_project, write_config
 
 import srpc_core
 
@@ -67,15 +67,4 @@ def test_zmq_on_both_sides_but_different_codecs(probe_dir: Path, tmp_path: Path)
             probe,
             pytest.raises(srpc_core.MismatchError, match="client uses 'json', server uses 'cbor'"),
         ):
-            probe.add(1, 2)
-
-
-def test_a_client_pointed_at_the_broker_back_end_is_told_so(
-    probe_dir: Path, tmp_path: Path
-) -> None:
-    client_config = write_config(tmp_path / "client.toml", transport="zmq")
-    stub = import_client_stub(probe_dir, "probe")
-    with BrokerProcess(tmp_path) as broker:
-        probe = stub(port=port_of(broker.backend), config=client_config, timeout=CLIENT_TIMEOUT)
-        with probe, pytest.raises(srpc_core.MismatchError, match="front end"):
             probe.add(1, 2)
