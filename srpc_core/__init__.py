@@ -15,6 +15,7 @@ from srpc_core.client import Client
 from srpc_core.codec import Codec
 from srpc_core.config import Config, load_config
 from srpc_core.errors import (
+    AuthenticationError,
     CallTimeoutError,
     CodecError,
     CommunicationError,
@@ -57,6 +58,7 @@ from srpc_core.version import __version__
 
 __all__ = [
     "AsyncClient",
+    "AuthenticationError",
     "CallObserver",
     "CallTimeoutError",
     "Channel",

@@ -34,6 +34,7 @@ from time import monotonic
 from typing import Any
 
 from srpc_core import protocol
+from srpc_core.auth import TAG_BYTES, CallKeys
 from srpc_core.client import _CHECK_AFTER, _FIRST_BACKOFF, _MAX_BACKOFF, _BaseClient
 from srpc_core.config import Config, load_config
 from srpc_core.deadline import Deadline
@@ -98,6 +99,8 @@ class _Connection:
         self.client = client
         self.channel = channel
         self.pending: dict[int, asyncio.Future[tuple[bool, Any]]] = {}
+        #: With a shared secret: the keys each pending call's response is checked with.
+        self.keys: dict[int, CallKeys] = {}
         self.broken: BaseException | None = None
         self.retired = False  # no new calls: closed once its calls have ended
         self.reader: asyncio.Task[None] | None = None
@@ -108,11 +111,15 @@ class _Connection:
     def usable(self) -> bool:
         return self.broken is None and not self.retired and not self.channel.closing()
 
-    async def call(self, call_id: int, message: bytes) -> tuple[bool, Any]:
+    async def call(
+        self, call_id: int, message: bytes, keys: CallKeys | None = None
+    ) -> tuple[bool, Any]:
         if not self.usable():
             raise _NotSent("the connection was closed before the request was sent")
         future: asyncio.Future[tuple[bool, Any]] = asyncio.get_running_loop().create_future()
         self.pending[call_id] = future
+        if keys is not None:
+            self.keys[call_id] = keys
         try:
             await self.channel.send(message)
             return await future
@@ -122,12 +129,16 @@ class _Connection:
             raise
         finally:
             del self.pending[call_id]
+            self.keys.pop(call_id, None)
             if self.retired and not self.pending:
                 self.client._close_later(self)
 
     async def send_cancel(self, call_id: int) -> None:
         if self.usable() or self.retired:
-            message = protocol.cancel(call_id, self.client._server.session)
+            client = self.client
+            message = protocol.cancel(
+                call_id, client._server.session, client._cancel_fields(call_id)
+            )
             async with asyncio.timeout(_CANCEL_TIMEOUT):
                 await self.channel.send(message)
 
@@ -139,7 +150,16 @@ class _Connection:
                 message = await self.channel.receive()
                 if message is None:
                     raise TransportError(f"the server at {client.address} closed the connection")
+                tag = b""
+                if client._auth is not None and not protocol.is_control(message):
+                    message, tag = message[:-TAG_BYTES], message[-TAG_BYTES:]
                 call_id, ok, value = client._read_reply(message)
+                if tag:
+                    keys = self.keys.get(call_id) if call_id is not None else None
+                    if keys is None:
+                        continue  # the answer to a call that was cancelled: dropped
+                    if not keys.response_ok(message, tag):
+                        ok, value = False, client._unseal_failed()
                 if call_id is None:
                     if ok:
                         continue  # a cancel's acknowledgement
@@ -192,13 +212,17 @@ class _Bridge:
             channel = await loop.run_in_executor(self.executor, self._open, deadline)
             self.idle.append((channel, monotonic()))
 
-    async def call(self, call_id: int, message: bytes, deadline: Deadline) -> tuple[bool, Any]:
+    async def call(
+        self, call_id: int, message: bytes, deadline: Deadline, keys: CallKeys | None = None
+    ) -> tuple[bool, Any]:
         loop = asyncio.get_running_loop()
         reply = await loop.run_in_executor(self.executor, self._exchange, message, deadline)
+        reply = self.client._unseal(reply, keys)
         return protocol.decode_response(self.client._codec, reply, call_id, self.client.address)
 
     def send_cancel(self, call_id: int) -> None:
-        message = protocol.cancel(call_id, self.client._server.session)
+        client = self.client
+        message = protocol.cancel(call_id, client._server.session, client._cancel_fields(call_id))
         self.executor.submit(self._exchange, message, Deadline(_CANCEL_TIMEOUT))
 
     def _exchange(self, message: bytes, deadline: Deadline) -> bytes:
@@ -228,7 +252,8 @@ class _Bridge:
         client = self.client
         channel = client._transport.open_channel(client._endpoint, deadline.remaining())
         try:
-            client._accept_hello(channel.request(client._hello, deadline.remaining()))
+            hello, nonce = client._start_hello()
+            client._accept_hello(channel.request(hello, deadline.remaining()), nonce)
         except BaseException:
             channel.close()
             raise
@@ -369,16 +394,18 @@ class AsyncClient(_BaseClient):
                 if spec.name not in self._server.agreed:
                     self._check_drift(spec)
                 call_id = next(self._ids)
-                message = self._encode(call_id, spec, args, kwargs, metadata, deadline.remaining())
+                message, keys = self._encode(
+                    call_id, spec, args, kwargs, metadata, deadline.remaining()
+                )
                 if connection is None:
                     bridge = shared.bridge
                     assert bridge is not None
                     try:
-                        return await bridge.call(call_id, message, deadline)
+                        return await bridge.call(call_id, message, deadline, keys)
                     except asyncio.CancelledError:
                         bridge.send_cancel(call_id)
                         raise
-                return await connection.call(call_id, message)
+                return await connection.call(call_id, message, keys)
             except _NotSent:
                 continue  # nothing was written: a new connection, and the same request
             except TransportError as exc:
@@ -431,13 +458,14 @@ class AsyncClient(_BaseClient):
                 return None
             shared.native = True
             try:
-                await channel.send(self._hello)
+                hello, nonce = self._start_hello()
+                await channel.send(hello)
                 reply = await channel.receive()
                 if reply is None:
                     raise TransportError(
                         f"the server at {self.address} closed the connection during the hello"
                     )
-                self._accept_hello(reply)
+                self._accept_hello(reply, nonce)
             except OversizedFrameError as exc:
                 await channel.close()
                 raise ProtocolError(

@@ -27,10 +27,12 @@ from time import monotonic
 from typing import Any
 
 from srpc_core import protocol
+from srpc_core.auth import TAG_BYTES, Authenticator, CallKeys
 from srpc_core.config import Config, load_config, resolve_host
 from srpc_core.convert import ProcedurePlan, plan_service
 from srpc_core.deadline import Deadline
 from srpc_core.errors import (
+    AuthenticationError,
     CallTimeoutError,
     ErrorContext,
     FrameTooLargeError,
@@ -58,6 +60,8 @@ class _ServerView:
 
     def __init__(self) -> None:
         self.session = ""
+        #: With a shared secret: the session and its call keys, read together (one tuple).
+        self.sealed: tuple[str, CallKeys] | None = None
         self.procedures: Mapping[str, protocol.ProcedureInfo] = {}
         self.agreed: frozenset[str] = frozenset()  # procedures whose fingerprints match
         #: Calls one connection may have running at once, as the server advertised it.
@@ -92,6 +96,8 @@ class _BaseClient:
         self._ids = itertools.count(1)
         self._error_context = ErrorContext(interface)
         self._hello = protocol.hello(cfg.codec, cfg.transport, self.service.name)
+        #: The shared secret (``[srpc.auth]``), or None.
+        self._auth = Authenticator.from_config(cfg, self.service.name, cfg.codec)
         self._server = _ServerView()
 
     @property
@@ -113,9 +119,25 @@ class _BaseClient:
         wire_args, wire_kwargs = plan.arguments_to_wire(args, kwargs)
         return plan, wire_args, wire_kwargs
 
-    def _accept_hello(self, reply: bytes) -> None:
-        """Read the server's hello reply and remember the session and procedures it gives."""
+    def _start_hello(self) -> tuple[bytes, str]:
+        """The hello to send on a new channel, and the nonce its reply must prove (with a
+        shared secret: a fresh one for every hello; else "")."""
+        if self._auth is None:
+            return self._hello, ""
+        extra, nonce = self._auth.client_hello()
+        cfg = self.config
+        return protocol.Hello(
+            cfg.codec, cfg.transport, self.service.name, extra=extra
+        ).encode(), nonce
+
+    def _accept_hello(self, reply: bytes, nonce: str = "") -> None:
+        """Read the server's hello reply and remember the session and procedures it gives
+        (with a shared secret: after checking that the server proved it knows it)."""
         hello = protocol.parse_hello_reply(reply, self.address)
+        sealed = None
+        if self._auth is not None:
+            self._auth.check_server(hello.extra, nonce, hello.session, self.address)
+            sealed = (hello.session, self._auth.call_keys(hello.session))
         agreed = frozenset(
             name
             for name, spec in self.service.procedures.items()
@@ -124,6 +146,7 @@ class _BaseClient:
         limit = hello.extra.get("max_in_flight")
         with self._server.lock:
             self._server.session = hello.session
+            self._server.sealed = sealed
             self._server.procedures = hello.procedures
             self._server.agreed = agreed
             if type(limit) is int and limit > 0:
@@ -148,24 +171,55 @@ class _BaseClient:
         kwargs: dict[str, Any],
         metadata: Mapping[str, Any] | None,
         remaining: float,
-    ) -> bytes:
+    ) -> tuple[bytes, CallKeys | None]:
         """The request, its metadata carrying the `remaining` seconds of the call's deadline
-        (``timeout_ms``: the server does not start a call whose deadline has passed)."""
+        (``timeout_ms``: the server does not start a call whose deadline has passed); with a
+        shared secret it is sealed, and the keys to check its response with come along."""
+        sealed = self._server.sealed
+        keys = None
+        if sealed is not None:
+            session, keys = sealed
+        else:
+            session = self._server.session
         message = protocol.encode_request(
             self._codec,
             call_id,
-            self._server.session,
+            session,
             spec.name,
             args,
             kwargs,
             protocol.timeout_metadata(remaining, metadata),
         )
+        if keys is not None:
+            message = keys.seal_request(message)
         if len(message) > self.config.max_message_bytes:
             raise FrameTooLargeError(
                 f"the request to {spec.name}() is {len(message)} bytes, more than "
                 f"max_message_bytes ({self.config.max_message_bytes})"
             )
-        return message
+        return message, keys
+
+    def _unseal(self, reply: bytes, keys: CallKeys | None) -> bytes:
+        """A response without its tag, checked (with a shared secret); control messages
+        (errors, which the server cannot seal) as they are."""
+        if keys is None or protocol.is_control(reply):
+            return reply
+        body, tag = reply[:-TAG_BYTES], reply[-TAG_BYTES:]
+        if len(reply) <= TAG_BYTES or not keys.response_ok(body, tag):
+            raise self._unseal_failed()
+        return body
+
+    def _unseal_failed(self) -> AuthenticationError:
+        return AuthenticationError(
+            f"a response from {self.address} is not sealed with this session's key: it was "
+            "altered on the way, or it does not come from the server (discarded)"
+        )
+
+    def _cancel_fields(self, call_id: int) -> dict[str, Any] | None:
+        """What a cancel carries besides the call id and session (with a shared secret, its
+        mac)."""
+        sealed = self._server.sealed
+        return None if sealed is None else {"mac": sealed[1].cancel_mac(call_id)}
 
     def _raise_error(self, wire: Any) -> None:
         """Raise the exception an error response describes."""
@@ -317,8 +371,8 @@ class Client(_BaseClient):
                     self._check_drift(spec)
                 call_id = next(self._ids)
                 budget = self._budget(deadline)
-                message = self._encode(call_id, spec, args, kwargs, metadata, budget)
-                reply = channel.request(message, budget)
+                message, keys = self._encode(call_id, spec, args, kwargs, metadata, budget)
+                reply = self._unseal(channel.request(message, budget), keys)
                 response = protocol.decode_response(self._codec, reply, call_id, self.address)
             except TransportError as exc:
                 channel.close()
@@ -365,7 +419,8 @@ class Client(_BaseClient):
     def _open(self, deadline: Deadline) -> Channel:
         channel = self._transport.open_channel(self._endpoint, deadline.remaining())
         try:
-            self._accept_hello(channel.request(self._hello, deadline.remaining()))
+            hello, nonce = self._start_hello()
+            self._accept_hello(channel.request(hello, deadline.remaining()), nonce)
         except BaseException:
             channel.close()
             raise

@@ -26,7 +26,7 @@ LAN_HOST = "lan"
 
 
 #: ``[srpc.<name>]`` tables that belong to srpc itself rather than to a transport or codec:
-#: ``metrics`` (the metrics log) and ``auth`` (reserved for authentication).
+#: ``metrics`` (the metrics log) and ``auth`` (the shared secret, `AUTH_OPTIONS`).
 CORE_TABLES = frozenset({"metrics", "auth"})
 
 #: The keys of ``[srpc]``; they also check the arguments that override them.
@@ -66,6 +66,48 @@ METRICS_OPTIONS: dict[str, Option] = {
         help="seconds between batched writes of the metrics log",
     ),
 }
+
+#: The keys of ``[srpc.auth]``: where the shared secret is (exactly one of them; docs/security.md).
+#: The secret itself is read by `srpc_core.auth` when a client or server starts.
+AUTH_OPTIONS: dict[str, Option] = {
+    "secret_env": Option(
+        str,
+        default=None,
+        check=bool,
+        expected="the name of an environment variable holding the shared secret",
+    ),
+    "secret_file": Option(
+        str,
+        default=None,
+        check=bool,
+        expected="the path of a file holding the shared secret",
+    ),
+}
+
+
+def check_auth_table(options: PluginOptions) -> dict[str, Any]:
+    """Check an ``[srpc.auth]`` table: exactly one of `AUTH_OPTIONS`, and never the secret
+    itself. Returns the checked values (absent keys are None).
+
+    Raises:
+        ConfigError: naming the file and the key, and saying why.
+    """
+    if "secret" in options:
+        raise ConfigError(
+            f"{_where(options.source)}[srpc.auth] secret = ... is refused: a secret written in "
+            "srpc.toml ends up in version control, backups and logs of the configuration. Put "
+            'it in an environment variable (secret_env = "NAME") or in a file readable only '
+            'by the service (secret_file = "path"), and keep srpc.toml free of it'
+        )
+    values = options.check(AUTH_OPTIONS)
+    given = [key for key in AUTH_OPTIONS if values[key] is not None]
+    if len(given) != 1:
+        which = "both secret_env and secret_file are" if given else "neither key is"
+        raise ConfigError(
+            f"{_where(options.source)}[srpc.auth] needs exactly one of secret_env "
+            f"(an environment variable's name) or secret_file (a path); {which} given"
+        )
+    return values
 
 
 @dataclass(frozen=True)
@@ -203,6 +245,8 @@ def _read_file(path: Path) -> Config:
     metrics_path = metrics.check(METRICS_OPTIONS)["path"]
     if "path" in metrics:
         values["metrics_path"] = metrics_path
+    if "auth" in tables:
+        check_auth_table(PluginOptions(tables["auth"], table="srpc.auth", source=str(path)))
     return Config(**values, tables=tables, source=str(path))
 
 
@@ -223,6 +267,7 @@ def resolve_host(host: str) -> str:
 
 
 __all__ = [
+    "AUTH_OPTIONS",
     "CONFIG_ENV_VAR",
     "CONFIG_FILE_NAME",
     "CORE_TABLES",
@@ -231,6 +276,7 @@ __all__ = [
     "METRICS_OPTIONS",
     "SETTINGS",
     "Config",
+    "check_auth_table",
     "find_config_file",
     "load_config",
     "resolve_host",

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import hmac
 import inspect
 import logging
 import threading
@@ -31,6 +32,7 @@ from time import monotonic, perf_counter
 from typing import Any
 
 from srpc_core import protocol
+from srpc_core.auth import TAG_BYTES, Authenticator
 from srpc_core.codec import Codec
 from srpc_core.convert import NO_ADAPTERS, ProcedurePlan, TypeAdapters, plan_service
 from srpc_core.errors import (
@@ -45,11 +47,12 @@ from srpc_core.interface import Service
 from srpc_core.observer import CallObserver
 from srpc_core.protocol import META_TIMEOUT_MS, Code, WireError
 from srpc_core.ratelimit import LogLimiter
-from srpc_core.session import SessionKeeper, default_session_key
+from srpc_core.session import Session, SessionKeeper, default_session_key
 
 log = logging.getLogger("srpc")
 ErrorToWire = Callable[[BaseException, ErrorContext], WireError]
-#: Warnings about late results: at most one per procedure per 10 s.
+#: Warnings about late results: at most one per procedure per 10 s; about peers that failed
+#: the shared-secret check: at most one per kind of failure per 10 s.
 _limited = LogLimiter(period=10.0)
 
 
@@ -77,6 +80,8 @@ class Dispatcher:
         send_tracebacks: whether error responses may carry the server's traceback.
         sessions: the session keeper (default: one keyed by the service's settings).
         types: the types plugins taught srpc (`Plugins.type_adapters`).
+        auth: the shared secret (`srpc_core.auth.Authenticator.from_config`), or None: then
+            the hello proves nothing and calls are not sealed.
 
     Raises `InterfaceError` when an annotation names a type srpc cannot carry.
     """
@@ -91,6 +96,7 @@ class Dispatcher:
         send_tracebacks: bool = False,
         sessions: SessionKeeper | None = None,
         types: TypeAdapters = NO_ADAPTERS,
+        auth: Authenticator | None = None,
     ) -> None:
         self.service = service
         self.codec = codec
@@ -116,7 +122,10 @@ class Dispatcher:
         #: The ``max_in_flight`` the hello reply advertises (set by the server); None: none.
         self.max_in_flight: int | None = None
         self._current = _Current()
+        self.auth: Authenticator | None = None
         self.sessions = sessions or SessionKeeper(default_session_key(service.name, codec.name))
+        if auth is not None:
+            self.set_auth(auth)
         self._error_to_wire = error_to_wire
         self._error_context = ErrorContext(service.interface, send_tracebacks)
         self._observers: list[CallObserver] = []
@@ -125,6 +134,12 @@ class Dispatcher:
             name: protocol.ProcedureInfo(p.fingerprint, p.signature_text)
             for name, p in service.procedures.items()
         }
+
+    def set_auth(self, auth: Authenticator) -> None:
+        """Require the shared secret (before serving starts): hellos must prove it, sessions
+        are keyed by it, requests and responses are sealed with the session's call keys."""
+        self.auth = auth
+        self.sessions = SessionKeeper(auth.token_key, derive=auth.call_keys)
 
     def set_observers(self, observers: list[CallObserver]) -> None:
         """Install the call observers (before serving starts)."""
@@ -156,6 +171,8 @@ class Dispatcher:
         if expires is not None and monotonic() > expires:
             # The caller has given up; the lockstep connection still expects its answer.
             self._count_late(name)
+        if self.auth is not None:
+            return self._seal(call, response)
         return response
 
     def _run_on_loop(self, function: Callable[..., Awaitable[Any]], *args: Any, **kw: Any) -> Any:
@@ -193,17 +210,14 @@ class Dispatcher:
         (a control message's answer, a control error, an expired deadline's error)."""
         if protocol.is_control(message):
             return self._handle_control(message)
+        if self.auth is not None:
+            return self._begin_sealed(message)
         request = protocol.decode_request(self.codec, message)
         if isinstance(request, bytes):
             return request  # a control error about the message itself
         call_id, token, name, args, kwargs, metadata = request
         if self.sessions.find(token) is None:
-            return protocol.control_error(
-                f"no session: the request to {name!r} does not carry a session token this "
-                f"{self.service.name} server issued; send the srpc hello first (nothing was run)",
-                Code.SESSION,
-                call_id,
-            )
+            return self._no_session(call_id, name)
         expires = None
         if metadata:
             ms = metadata.get(META_TIMEOUT_MS)  # what srpc's clients send: read it inline
@@ -213,6 +227,71 @@ class Dispatcher:
                     return self._error_response(call_id, protocol.expired_error(name))
                 expires = monotonic() + timeout
         return (call_id, token, name, args, kwargs, expires)
+
+    def _no_session(self, call_id: int, name: str) -> bytes:
+        return protocol.control_error(
+            f"no session: the request to {name!r} does not carry a session token this "
+            f"{self.service.name} server issued; send the srpc hello first (nothing was run)",
+            Code.SESSION,
+            call_id,
+        )
+
+    # -- the shared secret (`srpc_core.auth`) --------------------------------------------------
+
+    def _begin_sealed(self, message: bytes) -> Call | bytes:
+        """`begin` with a shared secret: the request must end with the tag of its session's
+        request key, and its call id must be new to the session (no replay)."""
+        body, tag = message[:-TAG_BYTES], message[-TAG_BYTES:]
+        request = protocol.decode_request(self.codec, body)
+        if isinstance(request, bytes):
+            if not isinstance(protocol.decode_request(self.codec, message), bytes):
+                return self._auth_failed(
+                    "a request without a tag",
+                    "this server requires the shared secret: the request is not sealed with "
+                    "a session key (configure [srpc.auth] on the client); nothing was run",
+                )
+            return request  # a control error about the message itself (nothing to run)
+        call_id, token, name, args, kwargs, metadata = request
+        session = self.sessions.find(token)
+        if session is None:
+            return self._no_session(call_id, name)
+        if len(message) <= TAG_BYTES or not session.keys.request_ok(body, tag):
+            return self._auth_failed(
+                "a request whose tag does not verify under its session's key",
+                f"the request to {name!r} is not sealed with this session's key (the shared "
+                "secret differs, or the request was altered on the way); nothing was run",
+                call_id,
+            )
+        if not session.fresh(call_id):
+            return self._auth_failed(
+                "a replayed request (a call id its session already used)",
+                f"call id {call_id} was already used in this session: a replayed request is "
+                "not run (nothing was run)",
+                call_id,
+            )
+        expires = None
+        if metadata:
+            timeout = protocol.remaining_timeout(metadata)
+            if timeout is not None:
+                if timeout <= 0:
+                    error = self._error_response(call_id, protocol.expired_error(name))
+                    return session.keys.seal_response(error)
+                expires = monotonic() + timeout
+        return (call_id, token, name, args, kwargs, expires)
+
+    def _auth_failed(self, logged: str, told: str, call_id: int | None = None) -> bytes:
+        """The refusal of a peer that failed the shared-secret check, and one log line (at
+        most one per kind of failure per 10 s)."""
+        _limited.warning(log, ("auth", logged), "srpc: %s refused: %s", self.service.name, logged)
+        return protocol.control_error(told, Code.AUTH, call_id)
+
+    def _seal(self, call: Call, response: bytes) -> bytes:
+        """Seal a response (call messages only; control errors travel as they are)."""
+        if protocol.is_control(response):
+            return response
+        session: Session | None = self.sessions.find(call[1])
+        assert session is not None  # begin found it
+        return session.keys.seal_response(response)
 
     def _started(self, name: str) -> float:
         for observer in self._start_observers:
@@ -295,15 +374,19 @@ class Dispatcher:
             self._finished(name, started, exc)
             return None  # cancelled by the client (or by a server that stopped waiting)
         except TimeoutError as exc:
+            error: BaseException = exc
             if expires is not None and monotonic() >= expires:
                 error = CallTimeoutError(f"the deadline of {name}() passed while it ran")
-                return self._failed(call_id, name, error, started)
-            return self._failed(call_id, name, exc, started)
+            response = self._failed(call_id, name, error, started)
         except BaseException as exc:  # the implementation's errors belong to the caller
-            return self._failed(call_id, name, exc, started)
+            response = self._failed(call_id, name, exc, started)
+        else:
+            response = self._succeeded(call_id, name, plan, result, started)
         finally:
             self.running.pop(key, None)
-        return self._succeeded(call_id, name, plan, result, started)
+        if self.auth is not None:
+            return self._seal(call, response)
+        return response
 
     async def _in_thread(
         self,
@@ -355,6 +438,12 @@ class Dispatcher:
             call_id, token = fields["cancel"], fields.get("session")
             if type(call_id) is not int:
                 return protocol.cancel_ack(-1, False)
+            if self.auth is not None and not self._cancel_sealed(call_id, token, fields):
+                return self._auth_failed(
+                    "a cancel without its session's mac",
+                    "the cancel is not sealed with its session's key; nothing was cancelled",
+                    call_id,
+                )
             canceller = self.running.get((token, call_id)) if type(token) is str else None
             if canceller is not None:
                 canceller()  # an async def method, or a wait for a plain one: cancelled
@@ -363,13 +452,34 @@ class Dispatcher:
             "unknown control message: expected a hello or a cancel", Code.MALFORMED
         )
 
+    def _cancel_sealed(self, call_id: int, token: object, fields: dict[str, Any]) -> bool:
+        session = self.sessions.find(token) if type(token) is str else None
+        mac = fields.get("mac")
+        if session is None or type(mac) is not str:
+            return False
+        return hmac.compare_digest(mac.encode(), session.keys.cancel_mac(call_id).encode())
+
     def _answer_hello(self, hello: protocol.Hello) -> bytes:
         codec, transport, service = self.codec.name, self.transport_name, self.service.name
         code, problems = protocol.hello_problems(hello, codec, transport, service)
         if code:
             return protocol.hello_refusal(code, problems, codec, transport, service)
+        extra: dict[str, Any] = {}
+        if self.auth is not None:
+            failure = self.auth.check_client(hello.extra)
+            if failure is not None:
+                told, logged = failure
+                _limited.warning(
+                    log, ("auth", logged), "srpc: %s refused %s", self.service.name, logged
+                )
+                return protocol.hello_refusal(
+                    Code.AUTH, told, codec, transport, service, prefix=False
+                )
         session = self.sessions.open()
-        extra = {} if self.max_in_flight is None else {"max_in_flight": self.max_in_flight}
+        if self.auth is not None:
+            extra.update(self.auth.server_proof(self.auth.nonce_of(hello.extra), session.token))
+        if self.max_in_flight is not None:
+            extra["max_in_flight"] = self.max_in_flight
         return protocol.HelloReply(
             codec, transport, service, session.token, self._procedure_infos, extra
         ).encode()

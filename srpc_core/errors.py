@@ -53,6 +53,11 @@ class ServerUnavailableError(TransportError):
     """No srpc server answered at the configured address."""
 
 
+class AuthenticationError(CommunicationError, PermissionError):
+    """The peer failed the shared-secret authentication (``[srpc.auth]``), or a message did
+    not verify under the session's key: nothing was run for it (docs/security.md)."""
+
+
 class CallTimeoutError(CommunicationError, TimeoutError):
     """The peer did not answer within the configured timeout (the call's deadline passed)."""
 
@@ -209,6 +214,7 @@ class ErrorContext:
 
 __all__ = [
     "REMOTE_CLASS_CACHE_SIZE",
+    "AuthenticationError",
     "CallTimeoutError",
     "CodecError",
     "CommunicationError",

@@ -31,6 +31,7 @@ from typing import Any, Final, NamedTuple, NotRequired, TypedDict
 
 from srpc_core.codec import Codec
 from srpc_core.errors import (
+    AuthenticationError,
     CallTimeoutError,
     DecodeError,
     FrameTooLargeError,
@@ -60,6 +61,7 @@ class Code:
     VERSION: Final = "version"  # the peers speak different protocol versions
     MISMATCH: Final = "mismatch"  # codec, transport or service differ
     SESSION: Final = "session"  # no valid session: say hello first (nothing was dispatched)
+    AUTH: Final = "auth"  # the shared-secret check failed, or a sealed call did not verify
     DECODE: Final = "decode"  # the codec could not decode the message
     MALFORMED: Final = "malformed"  # decoded, but not a message of this protocol
     TOO_LARGE: Final = "too_large"  # larger than max_message_bytes
@@ -161,6 +163,8 @@ def raise_control_error(message: bytes, address: str) -> None:
         raise FrameTooLargeError(text)
     if error.code == Code.SESSION:
         raise SessionError(text)
+    if error.code == Code.AUTH:
+        raise AuthenticationError(text)
     raise ProtocolError(text)
 
 
@@ -175,7 +179,7 @@ class Hello:
     transport: str
     service: str
     version: Any = PROTOCOL_VERSION
-    #: Extra fields (the authentication issue adds its nonce and proof here).
+    #: Extra fields (with a shared secret: ``auth``, the nonce and proof, `srpc_core.auth`).
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def encode(self) -> bytes:
@@ -228,8 +232,11 @@ def hello_problems(request: Hello, codec: str, transport: str, service: str) -> 
     return "", ""
 
 
-def hello_refusal(code: str, problems: str, codec: str, transport: str, service: str) -> bytes:
-    """The server's reply to a hello it refuses, naming both sides' settings."""
+def hello_refusal(
+    code: str, problems: str, codec: str, transport: str, service: str, *, prefix: bool = True
+) -> bytes:
+    """The server's reply to a hello it refuses, naming both sides' settings (`prefix`: the
+    text starts with "client and server settings disagree: ")."""
     return encode_control(
         {
             "v": PROTOCOL_VERSION,
@@ -238,7 +245,7 @@ def hello_refusal(code: str, problems: str, codec: str, transport: str, service:
             "codec": codec,
             "transport": transport,
             "service": service,
-            "error": "client and server settings disagree: " + problems,
+            "error": ("client and server settings disagree: " if prefix else "") + problems,
         }
     )
 
@@ -298,6 +305,10 @@ def parse_hello_reply(message: bytes, address: str) -> HelloReply:
     reply = decode_control(message)
     if reply.get("code") == Code.BUSY:
         raise ServerUnavailableError(f"the server at {address} is busy: {reply.get('error')}")
+    if reply.get("code") == Code.AUTH:
+        raise AuthenticationError(
+            f"the server at {address} refused the hello: {reply.get('error')}"
+        )
     if reply.get("v") != PROTOCOL_VERSION or not reply.get("ok"):
         error = reply.get("error") or (
             f"protocol version: server speaks {reply.get('v')!r}, client speaks "
@@ -326,9 +337,12 @@ def parse_hello_reply(message: bytes, address: str) -> HelloReply:
 # -- cancel ----------------------------------------------------------------------------------
 
 
-def cancel(call_id: int, session: str) -> bytes:
-    """Ask the server to cancel the call `call_id` (a control message)."""
-    return encode_control({"v": PROTOCOL_VERSION, "cancel": call_id, "session": session})
+def cancel(call_id: int, session: str, extra: Mapping[str, Any] | None = None) -> bytes:
+    """Ask the server to cancel the call `call_id` (a control message; `extra`: more fields,
+    such as the ``mac`` a shared secret requires)."""
+    return encode_control(
+        {**(extra or {}), "v": PROTOCOL_VERSION, "cancel": call_id, "session": session}
+    )
 
 
 def cancel_ack(call_id: int, found: bool) -> bytes:

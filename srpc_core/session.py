@@ -11,8 +11,10 @@ handler get it for free.
 
 Without authentication the session key is derived from public settings (service, codec,
 protocol version): the token proves that this client completed a hello for this service, not
-who it is. With a shared secret, the authentication layer supplies a key derived from the
-secret, and only a peer that proved knowledge of it in the hello ever receives a token.
+who it is. With a shared secret (`srpc_core.auth`), the key derives from the secret, each
+session also has call keys that seal its requests and responses (computed from the secret and
+the session id, never sent), and `Session.fresh` refuses a call id the session already used:
+a request replayed to the same server runs nothing.
 """
 
 from __future__ import annotations
@@ -22,13 +24,19 @@ import hmac
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from srpc_core.protocol import PROTOCOL_VERSION
 
 #: Verified tokens kept so that the hot path is one dict lookup, not an HMAC.
 DEFAULT_CACHE_SIZE = 4096
 _MAC_CHARS = 32  # 128 bits of HMAC-SHA256, hex
+#: How many call ids back a session remembers (`Session.fresh`): ids older than the newest
+#: minus this are refused, so calls may arrive out of order by up to this many.
+REPLAY_WINDOW = 4096
+_WINDOW_MASK = (1 << REPLAY_WINDOW) - 1
 
 
 def default_session_key(service: str, codec: str) -> bytes:
@@ -44,10 +52,30 @@ class Session:
     Attributes:
         token: what the client's requests carry.
         opened: `time.monotonic()` when this process first saw the token.
+        keys: with a shared secret, the session's call keys (`srpc_core.auth.CallKeys`).
     """
 
     token: str
     opened: float = field(default_factory=time.monotonic)
+    keys: Any = None
+    _highest: int = field(default=-(2**63), repr=False)
+    _seen: int = field(default=0, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def fresh(self, call_id: int) -> bool:
+        """True the first time this process sees `call_id` in this session; False for an id
+        seen before, or older than the newest seen minus `REPLAY_WINDOW` (a replay)."""
+        with self._lock:
+            offset = self._highest - call_id
+            if offset < 0:
+                shift = -offset
+                seen = (self._seen << shift) & _WINDOW_MASK if shift < REPLAY_WINDOW else 0
+                self._seen, self._highest = seen | 1, call_id
+                return True
+            if offset >= REPLAY_WINDOW or self._seen >> offset & 1:
+                return False
+            self._seen |= 1 << offset
+            return True
 
 
 class SessionKeeper:
@@ -57,10 +85,17 @@ class SessionKeeper:
         key: the HMAC key tokens are made with (see `default_session_key`).
         cache_size: how many verified sessions to remember (oldest forgotten first; a forgotten
             token is verified again, never refused).
+        derive: with a shared secret, computes a session's `Session.keys` from its token.
     """
 
-    def __init__(self, key: bytes, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+    def __init__(
+        self,
+        key: bytes,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        derive: Callable[[str], Any] | None = None,
+    ) -> None:
         self._key = key
+        self._derive = derive
         self._cache_size = cache_size
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
@@ -97,8 +132,9 @@ class SessionKeeper:
             if session is None:
                 if len(self._sessions) >= self._cache_size:
                     del self._sessions[next(iter(self._sessions))]  # the oldest
-                session = self._sessions[token] = Session(token)
+                keys = self._derive(token) if self._derive is not None else None
+                session = self._sessions[token] = Session(token, keys=keys)
             return session
 
 
-__all__ = ["DEFAULT_CACHE_SIZE", "Session", "SessionKeeper", "default_session_key"]
+__all__ = ["DEFAULT_CACHE_SIZE", "REPLAY_WINDOW", "Session", "SessionKeeper", "default_session_key"]

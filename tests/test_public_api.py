@@ -22,6 +22,7 @@ EXPORTED = {
     "ServerUnavailableError", "CallTimeoutError", "ProtocolError", "MismatchError",
     "SessionError", "FrameTooLargeError", "OversizedFrameError", "CodecError", "EncodeError",
     "DecodeError", "UnknownProcedureError", "RemoteError", "ErrorContext", "WireError",
+    "AuthenticationError",
     # users
     "Client", "AsyncClient", "Server", "Config", "load_config", "idempotent", "__version__",
     # plugin authors
