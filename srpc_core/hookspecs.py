@@ -87,7 +87,7 @@ def srpc_register_call_observers(register: RegisterObserver, server: ServerInfo)
 
 @hookspec
 def srpc_register_commands(register: RegisterCommand) -> None:
-    """Add subcommands to the ``srpc`` command line (the zmq plugin adds ``srpc broker``)."""
+    """Add subcommands to the ``srpc`` command line (e.g. ``srpc uds-list``)."""
 
 
 @hookspec

@@ -1,7 +1,6 @@
 """`stop_on_signals`: Ctrl+C and SIGTERM stop a blocking serve loop, then the old handlers return.
 
-Used around a loop that blocks until its ``stop`` is called (a server's `start`, ``srpc
-broker``)::
+Used around a loop that blocks until its ``stop`` is called (a server's `start`)::
 
     with stop_on_signals(server.stop):
         server.serve_forever()

@@ -2,7 +2,7 @@
 
 Tests that start srpc server processes are marked ``e2e`` here, so ``pytest -m "not e2e"`` is
 a quick unit run: a test is e2e if its code, a fixture it uses, or a function of its module
-that either calls, names one of the helpers that start them (`ServerProcess`, `BrokerProcess`,
+that either calls, names one of the helpers that start them (`ServerProcess`,
 `run_client`). A module can also say ``pytestmark = pytest.mark.e2e`` itself.
 """
 
@@ -17,7 +17,7 @@ import pytest
 from support import ServerProcess, calc_project
 
 #: Helpers that start server processes (or client processes talking to them).
-PROCESS_HELPERS = ("ServerProcess", "BrokerProcess", "run_client")
+PROCESS_HELPERS = ("ServerProcess", "run_client")
 #: Modules e2e as a whole: they build a virtual environment and run pytest or servers in it.
 E2E_MODULES = ("test_plugin_package",)
 
