@@ -31,6 +31,7 @@ class PaymentsInterface(ABC):
 """
 
 IMPLEMENTATION = """\
+import os
 from pathlib import Path
 
 from payments.payments_interface import PaymentsInterface
@@ -44,7 +45,10 @@ def _count(log: str, entry: str) -> int:
 
 class Payments(PaymentsInterface):
     def charge(self, card):
-        return _count("charges.log", card)
+        count = _count("charges.log", card)
+        if card == "crash":  # the call ran; the server dies before it can answer
+            os._exit(3)
+        return count
 
     def balance(self):
         return _count("balances.log", "balance")
@@ -190,3 +194,27 @@ def test_the_idempotent_marker_is_read_from_the_interface(
     service = srpc_core.Client(interface, "127.0.0.1", 1).service
     assert service.procedures["balance"].idempotent
     assert not service.procedures["charge"].idempotent
+
+
+@pytest.mark.parametrize("transport", ["tcp", "zmq"])
+def test_a_server_that_dies_after_running_the_call_is_not_called_again(
+    tmp_path: Path, transport: str
+) -> None:
+    project = make_project(
+        tmp_path,
+        "payments",
+        {
+            "payments/payments_interface.py": INTERFACE,
+            "payments/payments.py": IMPLEMENTATION,
+            "srpc.toml": f'[srpc]\ntransport = "{transport}"\n[srpc.metrics]\npath = ""\n',
+        },
+    )
+    interface = import_interface(project, "payments")
+    with ServerProcess(project, "payments") as server:
+        config = project / "srpc.toml"
+        with srpc_core.Client(interface, "127.0.0.1", server.port, config=config) as client:
+            assert client.with_options(timeout=10).call("charge", ("card-1",)) == 1
+            with pytest.raises(srpc_core.TransportError, match="is unknown"):
+                client.with_options(timeout=10).call("charge", ("crash",))
+        assert server.process is not None and server.process.wait(10) == 3
+    assert _lines(server, "charges.log") == 2  # the crashing call ran once, never again
