@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from srpc_core import protocol
+from srpc_core.ratelimit import LogLimiter
 
 log = logging.getLogger("srpc")
+_limited = LogLimiter(period=10.0)
 
 #: Called by a listener for every request message; returns the response message. It is
 #: thread-safe, never raises for bad input (it answers with an error message instead), and may
@@ -45,7 +47,10 @@ def answer(handler: Handler, message: bytes, max_bytes: int) -> bytes:
     try:
         reply = handler(message)
     except Exception as exc:
-        log.exception("srpc: the request handler failed")
+        # A bug, not bad input: one line per kind of failure every 10 s (a traceback per
+        # request would let one client flood the log); the traceback at DEBUG.
+        _limited.warning(log, type(exc).__qualname__, "srpc: the request handler failed: %r", exc)
+        log.debug("srpc: the request handler failed", exc_info=True)
         return protocol.control_error(
             f"internal server error: {type(exc).__name__}", protocol.Code.INTERNAL
         )
