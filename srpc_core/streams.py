@@ -20,6 +20,7 @@ import errno
 import logging
 import select
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -59,8 +60,9 @@ KERNEL_TIMEOUTS = sys.platform.startswith("linux")
 
 def set_timeout(sock: socket.socket, seconds: float) -> None:
     """Make every later recv and send on `sock` give up after `seconds` with `TimeoutError`
-    (as raised by `send_frame` and `recv_frame`)."""
-    if not KERNEL_TIMEOUTS:
+    (as raised by `send_frame` and `recv_frame`). A TLS socket always gets Python's timeout
+    (OpenSSL reads the socket itself and must see a timeout, not a failed read)."""
+    if not KERNEL_TIMEOUTS or type(sock) is ssl.SSLSocket:
         sock.settimeout(seconds)
         return
     sock.settimeout(None)
@@ -128,15 +130,16 @@ def _recv_frame(
     if not size:
         return b""
     deadline = expires is not None or timeout is not None
+    dontwait = _DONTWAIT if type(sock) is not ssl.SSLSocket else None
     try:
-        if deadline and _DONTWAIT is not None:  # only what has arrived: no wait here
-            first = sock.recv(size if size < CHUNK else CHUNK, _DONTWAIT)
+        if deadline and dontwait is not None:  # only what has arrived: no wait here
+            first = sock.recv(size if size < CHUNK else CHUNK, dontwait)
         else:
             first = sock.recv(size if size < CHUNK else CHUNK)
             if not first:
                 raise EOFError("the peer closed the connection in the middle of a message")
     except BlockingIOError:  # nothing yet (MSG_DONTWAIT), or a kernel timeout ran out
-        if not deadline or _DONTWAIT is None:
+        if not deadline or dontwait is None:
             raise TimeoutError("timed out") from None
         first = b""
     if len(first) == size:
@@ -167,6 +170,8 @@ def _recv_rest(
 
 def _wait_readable(sock: socket.socket, expires: float, timeout: float | None) -> None:
     """Return when `sock` has bytes (or an end of file) to read; `TimeoutError` at `expires`."""
+    if type(sock) is ssl.SSLSocket and sock.pending():
+        return  # decrypted bytes wait in OpenSSL's buffer, not in the socket
     left = expires - time.monotonic()
     if left > 0:
         if hasattr(select, "poll"):  # any descriptor number (select() stops at 1024)
@@ -181,7 +186,7 @@ def _wait_readable(sock: socket.socket, expires: float, timeout: float | None) -
 
 def _send_by(sock: socket.socket, data: bytes, expires: float) -> None:
     """Send `data` completely by `expires` (a peer that stops reading cannot hold us longer)."""
-    if _DONTWAIT is None:
+    if _DONTWAIT is None or type(sock) is ssl.SSLSocket:  # TLS: bounded by the socket timeout
         sock.sendall(data)
         return
     view = memoryview(data)
@@ -314,6 +319,8 @@ class StreamChannel(Channel):
     def usable(self) -> bool:
         """False if the server closed the connection (or sent something unasked) while it was
         idle: then the client opens a new one before sending anything."""
+        if type(self.sock) is ssl.SSLSocket:
+            return _tls_usable(self.sock, self._timeout)
         try:
             if _PEEK_FLAGS is None:  # no MSG_DONTWAIT (Windows): ask select
                 return not select.select([self.sock], [], [], 0)[0]
@@ -354,6 +361,23 @@ class StreamChannel(Channel):
         name = identify_protocol(header)
         if name is not None:
             raise _ForeignPeer(name)
+
+
+def _tls_usable(sock: ssl.SSLSocket, timeout: float) -> bool:
+    """`StreamChannel.usable` for TLS: records that carry no data (a TLS 1.3 session ticket)
+    may wait in the socket; only data or an end of file means the connection is out of step."""
+    if not sock.pending() and not select.select([sock], [], [], 0)[0]:
+        return True
+    sock.setblocking(False)
+    try:
+        sock.recv(1)
+    except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+        return True  # only protocol records were waiting
+    except OSError:
+        return False
+    finally:
+        sock.settimeout(timeout)
+    return False  # an end of file, or bytes nobody asked for (data)
 
 
 class _ForeignPeer(Exception):
