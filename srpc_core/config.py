@@ -48,6 +48,9 @@ SETTINGS: dict[str, Option] = {
         help="seconds a server keeps a silent connection open",
     ),
     "max_in_flight": Option(int, minimum=1, help="calls one connection may have running at once"),
+    "workers": Option(
+        int, minimum=1, maximum=256, help="server processes sharing the port (tcp, Linux)"
+    ),
 }
 
 #: The keys of ``[srpc.metrics]``: ``path`` is read here (`Config.metrics_path`),
@@ -126,6 +129,8 @@ class Config:
     max_connections: int = 1024
     idle_timeout: float = 300.0
     max_in_flight: int = 16
+    #: Server processes that share the port (tcp on Linux; docs/scaling.md).
+    workers: int = 1
     metrics_path: str = "srpc_server_metrics.log"
     #: The ``[srpc.<name>]`` tables, by name (plugins read their own with `options`).
     tables: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
