@@ -82,6 +82,8 @@ class TransportSettings:
             transport's own ``idle_timeout`` option, where it has one, overrides it).
         max_in_flight: ``[srpc] max_in_flight``: calls one connection may have running at
             once (a threaded stream listener runs one at a time, which is within any limit).
+        reuse_port: bind with ``SO_REUSEPORT`` so several processes share the port (``[srpc]
+            workers``); a transport without it ignores it (the server refuses workers there).
 
     Fields after `timeout` were added in 0.2 with defaults, so code that builds settings the
     v0.1 way keeps working.
@@ -93,6 +95,7 @@ class TransportSettings:
     max_connections: int = 1024
     idle_timeout: float = 300.0
     max_in_flight: int = 16
+    reuse_port: bool = False
 
 
 @dataclass(frozen=True)

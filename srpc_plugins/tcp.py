@@ -149,7 +149,12 @@ class TcpTransport(Transport):
 
     def listen(self, host: str, port: int, handler: Handler) -> Listener:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.create_server((host, port), family=family, backlog=self.backlog)
+        sock = socket.create_server(
+            (host, port),
+            family=family,
+            backlog=self.backlog,
+            reuse_port=self.settings.reuse_port,  # [srpc] workers: the processes share the port
+        )
         port = sock.getsockname()[1]
         listener = TcpListener(
             sock,
