@@ -5,12 +5,13 @@ connection, with each protection against the same transport without it, in the s
     python bench/bench_security.py --calls 20000 --variants tcp,tcp+secret
 
 Variants: ``tcp``, ``tcp+secret`` (``[srpc.auth]``: proofs in the hello, every request and
-response sealed with a per-session HMAC tag), ``zmq``, ``zmq+secret``; more are listed by
-``--help``. Each variant is a server process serving the calculator of examples/calc; the
-client makes sequential ``add(i, 1)`` calls after a warm-up, every call timed on its own; rows
-take turns in blocks so background load hits them alike. "new connection" is the median time
-of a fresh client's first call (connect, the hello with its proofs, the call) over
-``--connections`` fresh clients. The secret and config files live in a temporary directory.
+response sealed with a per-session HMAC tag), ``tcp+tls`` (certificates made by trustme for
+this run), ``zmq``, ``zmq+secret``. Each variant is a server process serving the calculator
+of examples/calc; the client makes sequential ``add(i, 1)`` calls after a warm-up, every call
+timed on its own; rows take turns in blocks so background load hits them alike. "new
+connection" is the median time of a fresh client's first call (connect, TLS handshake, the
+hello with its proofs, the call) over ``--connections`` fresh clients. The secret, the
+certificates and the config files live in a temporary directory.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ VARIANTS: dict[str, tuple[str, str]] = {
     # name: (transport, extra srpc.toml text; {secret} is the secret file's path)
     "tcp": ("tcp", ""),
     "tcp+secret": ("tcp", '[srpc.auth]\nsecret_file = "{secret}"\n'),
+    "tcp+tls": (
+        "tcp",
+        '[srpc.tcp]\ntls_cert = "{dir}/server.pem"\ntls_key = "{dir}/server.key"\n'
+        'tls_ca = "{dir}/ca.pem"\ntls_server_name = "srpc.test"\n',
+    ),
     "zmq": ("zmq", ""),
     "zmq+secret": ("zmq", '[srpc.auth]\nsecret_file = "{secret}"\n'),
 }
@@ -43,7 +49,7 @@ def write_config(directory: Path, name: str, secret: Path) -> Path:
     path = directory / f"{name}.toml"
     path.write_text(
         f'[srpc]\ntransport = "{transport}"\n[srpc.metrics]\npath = ""\n'
-        + extra.format(secret=secret)
+        + extra.format(secret=secret, dir=directory)
     )
     return path
 
@@ -133,6 +139,14 @@ def main() -> None:
         secret = directory / "bench.secret"
         secret.write_text(secrets.token_urlsafe(32))
         os.chmod(secret, 0o600)
+        if any("tls" in name for name in names):
+            import trustme  # the test extra's; certificates made for this run only
+
+            ca = trustme.CA()
+            ca.cert_pem.write_to_path(str(directory / "ca.pem"))
+            cert = ca.issue_cert("srpc.test")
+            cert.cert_chain_pems[0].write_to_path(str(directory / "server.pem"))
+            cert.private_key_pem.write_to_path(str(directory / "server.key"))
         rows = [Row(name, write_config(directory, name, secret)) for name in names]
         try:
             for row in rows:  # warm-up
