@@ -42,6 +42,7 @@ from srpc_core.errors import (
     CallTimeoutError,
     OversizedFrameError,
     ProtocolError,
+    ServerUnavailableError,
     SessionError,
     SrpcError,
     TransportError,
@@ -408,6 +409,8 @@ class AsyncClient(_BaseClient):
                 return await connection.call(call_id, message, keys)
             except _NotSent:
                 continue  # nothing was written: a new connection, and the same request
+            except ServerUnavailableError:
+                raise  # the transport knows no server took the request (NATS)
             except TransportError as exc:
                 if not spec.idempotent:
                     raise self._outcome_unknown(spec, exc) from None

@@ -38,6 +38,7 @@ from srpc_core.errors import (
     FrameTooLargeError,
     MismatchError,
     ProtocolError,
+    ServerUnavailableError,
     SessionError,
     SrpcError,
     TransportError,
@@ -374,6 +375,9 @@ class Client(_BaseClient):
                 message, keys = self._encode(call_id, spec, args, kwargs, metadata, budget)
                 reply = self._unseal(channel.request(message, budget), keys)
                 response = protocol.decode_response(self._codec, reply, call_id, self.address)
+            except ServerUnavailableError:
+                channel.close()  # the transport knows no server took the request (NATS)
+                raise
             except TransportError as exc:
                 channel.close()
                 if not spec.idempotent:
