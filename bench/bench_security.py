@@ -61,14 +61,8 @@ def serve(config: str) -> None:
     from calc.calc_interface import CalcInterface
 
     from srpc_core import Server
-    from srpc_core.auth import Authenticator
 
-    server = Server(CalcInterface, Calc(), "127.0.0.1", 0, config=config)
-    if server.dispatcher.auth is None:  # until srpc_core/server.py reads [srpc.auth] itself
-        auth = Authenticator.from_config(server.config, server.service.name, server.config.codec)
-        if auth is not None:
-            server.dispatcher.set_auth(auth)
-    server.start()
+    Server(CalcInterface, Calc(), "127.0.0.1", 0, config=config).start()
 
 
 class Row:

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from srpc_core import protocol
+from srpc_core.auth import Authenticator
 from srpc_core.config import Config, load_config, resolve_host
 from srpc_core.dispatcher import Call, Dispatcher
 from srpc_core.errors import OversizedFrameError, SrpcError, TransportError
@@ -87,6 +88,9 @@ class Server:
             types=self._plugins.type_adapters(),
         )
         self.dispatcher.max_in_flight = cfg.max_in_flight
+        auth = Authenticator.from_config(cfg, self.service.name, cfg.codec)
+        if auth is not None:  # [srpc.auth]: no session without the shared secret
+            self.dispatcher.set_auth(auth)
         #: Threads for plain methods on the asyncio server.
         self.threads = DEFAULT_THREADS
         self._listener: Listener | None = None

@@ -55,19 +55,11 @@ class Ledger(LedgerInterface):
         return len(LEDGER.read_text().splitlines()) if LEDGER.exists() else 0
 """
 
-#: The server process: the generated stub, as a user's server.py. (Until srpc_core/server.py
-#: hands [srpc.auth] to its dispatcher itself, the lines marked below do it; they do nothing
-#: once it does.)
+#: The server process: the generated stub, as a user's server.py.
 SERVER = """
-from srpc_core.auth import Authenticator
 from srpc_ledger_server_stub import SrpcLedgerServerStub
 
-stub = SrpcLedgerServerStub("127.0.0.1", 0, config={config!r})
-if stub.dispatcher.auth is None:  # wiring: see above
-    auth = Authenticator.from_config(stub.config, stub.service.name, stub.config.codec)
-    if auth is not None:
-        stub.dispatcher.set_auth(auth)
-stub.start()
+SrpcLedgerServerStub("127.0.0.1", 0, config={config!r}).start()
 """
 
 SECRET_ENV = "LEDGER_SECRET"
