@@ -13,7 +13,7 @@ from typing import Any
 from srpc_core import __version__
 from srpc_core.errors import SrpcError
 from srpc_core.plugins import get_plugins
-from srpc_core.tools import srpc_show_metrics, srpc_stub_gen
+from srpc_core.tools import srpc_inspect, srpc_show_metrics, srpc_stub_gen
 
 Runner = Callable[[argparse.Namespace], int]
 
@@ -66,6 +66,24 @@ def build_parser() -> argparse.ArgumentParser:
         "list the installed plugins and the transports and codecs they offer",
         _configure_plugins,
         _run_plugins,
+    )
+    add(
+        "list",
+        "list a live server's procedures",
+        srpc_inspect.configure_list,
+        srpc_inspect.run_list,
+    )
+    add(
+        "call",
+        "call a procedure of a live server",
+        srpc_inspect.configure_call,
+        srpc_inspect.run_call,
+    )
+    add(
+        "ping",
+        "check that a server answers (exit 0/1)",
+        srpc_inspect.configure_ping,
+        srpc_inspect.run_ping,
     )
     get_plugins().register_commands(add)
     return parser

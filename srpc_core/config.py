@@ -51,6 +51,7 @@ SETTINGS: dict[str, Option] = {
     "workers": Option(
         int, minimum=1, maximum=256, help="server processes sharing the port (tcp, Linux)"
     ),
+    "reflection": Option(bool, help="whether the server describes its interface to `srpc list`"),
 }
 
 #: The keys of ``[srpc.metrics]``: ``path`` is read here (`Config.metrics_path`),
@@ -131,6 +132,8 @@ class Config:
     max_in_flight: int = 16
     #: Server processes that share the port (tcp on Linux; docs/scaling.md).
     workers: int = 1
+    #: Whether the server answers the reflection request (`srpc list`; docs/cli.md).
+    reflection: bool = True
     metrics_path: str = "srpc_server_metrics.log"
     #: The ``[srpc.<name>]`` tables, by name (plugins read their own with `options`).
     tables: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)

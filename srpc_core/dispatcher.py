@@ -121,6 +121,8 @@ class Dispatcher:
         self.running: dict[tuple[str, int], Callable[[], object]] = {}
         #: The ``max_in_flight`` the hello reply advertises (set by the server); None: none.
         self.max_in_flight: int | None = None
+        #: Whether a reflection request is answered (``[srpc] reflection``, set by the server).
+        self.reflection = True
         self._current = _Current()
         self.auth: Authenticator | None = None
         self.sessions = sessions or SessionKeeper(default_session_key(service.name, codec.name))
@@ -434,6 +436,8 @@ class Dispatcher:
             return protocol.control_error(str(exc))
         if fields.get("hello") is True:
             return self._answer_hello(protocol.parse_hello(fields))
+        if fields.get("reflect") is True:
+            return self._answer_reflection(fields)
         if "cancel" in fields:
             call_id, token = fields["cancel"], fields.get("session")
             if type(call_id) is not int:
@@ -449,8 +453,41 @@ class Dispatcher:
                 canceller()  # an async def method, or a wait for a plain one: cancelled
             return protocol.cancel_ack(call_id, canceller is not None)
         return protocol.control_error(
-            "unknown control message: expected a hello or a cancel", Code.MALFORMED
+            "unknown control message: expected a hello, a cancel or a reflection request",
+            Code.MALFORMED,
         )
+
+    def _answer_reflection(self, fields: dict[str, Any]) -> bytes:
+        """The interface (procedures, signatures, docstrings, fingerprints) for `srpc list`:
+        only for a session this server issued (with a shared secret, the request carries the
+        session's mac), and only while ``[srpc] reflection`` is on."""
+        token = fields.get("session")
+        session = self.sessions.find(token) if isinstance(token, str) else None
+        if session is None or not isinstance(token, str):
+            return protocol.control_error(
+                "no session: a reflection request must carry the session token of a hello "
+                f"this {self.service.name} server accepted",
+                Code.SESSION,
+            )
+        if self.auth is not None:
+            mac = fields.get("mac")
+            expected = protocol.reflect_mac(session.keys.request, token)
+            if type(mac) is not str or not hmac.compare_digest(mac.encode(), expected.encode()):
+                return self._auth_failed(
+                    "a reflection request without its session's mac",
+                    "the reflection request is not sealed with its session's key",
+                )
+        if not self.reflection:
+            return protocol.control_error(
+                f"reflection is off on this {self.service.name} server ([srpc] reflection = "
+                "false): it does not describe its interface",
+                Code.DISABLED,
+            )
+        described = {
+            name: protocol.ProcedureDescription(p.signature_text, p.doc, p.fingerprint)
+            for name, p in self.service.procedures.items()
+        }
+        return protocol.reflection(self.service.name, described)
 
     def _cancel_sealed(self, call_id: int, token: object, fields: dict[str, Any]) -> bool:
         session = self.sessions.find(token) if type(token) is str else None

@@ -24,6 +24,8 @@ attributes).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -67,6 +69,7 @@ class Code:
     TOO_LARGE: Final = "too_large"  # larger than max_message_bytes
     BUSY: Final = "busy"  # a limit refused the connection or the call
     INTERNAL: Final = "internal"  # the server failed while answering (a bug, not the input)
+    DISABLED: Final = "disabled"  # the server turned this feature off (reflection = false)
     UNKNOWN: Final = "unknown"  # a code this version does not know
 
 
@@ -350,6 +353,79 @@ def cancel_ack(call_id: int, found: bool) -> bytes:
     return encode_control({"v": PROTOCOL_VERSION, "ok": True, "cancel": call_id, "found": found})
 
 
+# -- reflection ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProcedureDescription:
+    """What reflection says about one procedure (`srpc list`)."""
+
+    signature: str
+    doc: str | None
+    fingerprint: str
+
+
+def reflect(session: str, extra: Mapping[str, Any] | None = None) -> bytes:
+    """Ask the server for its interface (a control message carrying the session token the
+    hello issued; `extra`: more fields, such as the ``mac`` a shared secret requires)."""
+    return encode_control(
+        {**(extra or {}), "v": PROTOCOL_VERSION, "reflect": True, "session": session}
+    )
+
+
+def reflect_mac(request_key: bytes, session: str) -> str:
+    """The ``mac`` of a reflection request with a shared secret: an HMAC of the session token
+    under the session's request key (`srpc_core.auth.CallKeys.request`), hex."""
+    return hmac.digest(request_key, b"reflect|" + session.encode(), hashlib.sha256)[:16].hex()
+
+
+def reflection(service: str, procedures: Mapping[str, ProcedureDescription]) -> bytes:
+    """The server's answer to a reflection request: the interface, procedure by procedure."""
+    return encode_control(
+        {
+            "v": PROTOCOL_VERSION,
+            "ok": True,
+            "reflect": {
+                "service": service,
+                "procedures": {
+                    name: {"signature": p.signature, "doc": p.doc, "fingerprint": p.fingerprint}
+                    for name, p in procedures.items()
+                },
+            },
+        }
+    )
+
+
+def parse_reflection(message: bytes, address: str) -> tuple[str, dict[str, ProcedureDescription]]:
+    """Read the answer to a reflection request: ``(service, procedures)``. Raises what
+    `raise_control_error` raises for a control error (reflection turned off: `ProtocolError`
+    with code ``disabled``), `ProtocolError` for a malformed answer."""
+    if not is_control(message):
+        raise ProtocolError(f"the server at {address} did not answer the reflection request")
+    fields = decode_control(message)
+    if fields.get("ok") is not True:
+        raise_control_error(message, address)
+    body = fields.get("reflect")
+    malformed = ProtocolError(f"the server at {address} sent a malformed reflection answer")
+    if not isinstance(body, dict) or not isinstance(body.get("procedures"), dict):
+        raise malformed
+    procedures = {}
+    for name, entry in body["procedures"].items():
+        if not isinstance(entry, dict):
+            raise malformed
+        signature, doc, fingerprint = (
+            entry.get("signature"),
+            entry.get("doc"),
+            entry.get("fingerprint"),
+        )
+        if type(signature) is not str or type(fingerprint) is not str:
+            raise malformed
+        if doc is not None and type(doc) is not str:
+            raise malformed
+        procedures[str(name)] = ProcedureDescription(signature, doc, fingerprint)
+    return str(body.get("service", "")), procedures
+
+
 # -- requests and responses ------------------------------------------------------------------
 
 
@@ -501,6 +577,7 @@ __all__ = [
     "ControlError",
     "Hello",
     "HelloReply",
+    "ProcedureDescription",
     "ProcedureInfo",
     "Request",
     "WireError",
@@ -522,7 +599,11 @@ __all__ = [
     "parse_control_error",
     "parse_hello",
     "parse_hello_reply",
+    "parse_reflection",
     "raise_control_error",
+    "reflect",
+    "reflect_mac",
+    "reflection",
     "remaining_timeout",
     "timeout_metadata",
 ]
