@@ -100,6 +100,9 @@ class Dispatcher:
     ) -> None:
         self.service = service
         self.codec = codec
+        #: Stream transports hand a large request over as the bytearray it was read into; a
+        #: codec that does not say it decodes one (srpc's own do) gets bytes.
+        self._bytes_only = not getattr(codec, "decodes_bytearray", False)
         self.transport_name = transport_name
         plans = plan_service(service, codec, types)
         #: The ``async def`` methods of the implementation, by procedure name.
@@ -167,9 +170,9 @@ class Dispatcher:
             function, plan, args, kwargs = self._arguments(name, wire_args, wire_kwargs)
             result = function(*args, **kwargs)
         except BaseException as exc:  # the implementation's errors belong to the caller
-            response = self._failed(call_id, name, exc, started)
+            response = self._failed(call_id, name, _overran(exc, name, expires), started)
         else:
-            response = self._succeeded(call_id, name, plan, result, started)
+            response = self._succeeded(call_id, name, plan, result, started, expires)
         if expires is not None and monotonic() > expires:
             # The caller has given up; the lockstep connection still expects its answer.
             self._count_late(name)
@@ -210,6 +213,8 @@ class Dispatcher:
     def begin(self, message: bytes) -> Call | bytes:
         """Read a request and check it: the `Call` to run, or the answer to send at once
         (a control message's answer, a control error, an expired deadline's error)."""
+        if type(message) is bytearray and self._bytes_only:
+            message = bytes(message)
         if protocol.is_control(message):
             return self._handle_control(message)
         if self.auth is not None:
@@ -226,7 +231,7 @@ class Dispatcher:
             timeout = ms / 1000 if type(ms) is int else protocol.remaining_timeout(metadata)
             if timeout is not None:
                 if timeout <= 0:
-                    return self._error_response(call_id, protocol.expired_error(name))
+                    return self._expired(call_id, name)
                 expires = monotonic() + timeout
         return (call_id, token, name, args, kwargs, expires)
 
@@ -276,7 +281,7 @@ class Dispatcher:
             timeout = protocol.remaining_timeout(metadata)
             if timeout is not None:
                 if timeout <= 0:
-                    error = self._error_response(call_id, protocol.expired_error(name))
+                    error = self._expired(call_id, name)
                     return session.keys.seal_response(error)
                 expires = monotonic() + timeout
         return (call_id, token, name, args, kwargs, expires)
@@ -314,9 +319,17 @@ class Dispatcher:
         return function, plan, args, kwargs
 
     def _succeeded(
-        self, call_id: int, name: str, plan: ProcedurePlan, result: Any, started: float
+        self,
+        call_id: int,
+        name: str,
+        plan: ProcedurePlan,
+        result: Any,
+        started: float,
+        expires: float | None = None,
     ) -> bytes:
         error: BaseException | None = None
+        if expires is not None and monotonic() > expires:  # the caller has given up: a failure
+            return self._failed(call_id, name, _deadline_passed(name), started)
         try:
             if type(result) not in plan.result_types:
                 result = plan.result_to_wire(result)
@@ -329,6 +342,10 @@ class Dispatcher:
             response = self._error_response(call_id, exc)
         self._finished(name, started, error)
         return response
+
+    def _expired(self, call_id: int, name: str) -> bytes:
+        """The answer to a call whose deadline passed before it started: a failure, counted."""
+        return self._failed(call_id, name, protocol.expired_error(name), self._started(name))
 
     def _failed(self, call_id: int, name: str, error: BaseException, started: float) -> bytes:
         response = self._error_response(call_id, error)
@@ -524,6 +541,18 @@ class Dispatcher:
     def _unknown_message(self, name: object) -> str:
         known = ", ".join(self.table)
         return f"{self.service.name} has no procedure {name!r}; it serves: {known}"
+
+
+def _overran(error: BaseException, name: str, expires: float | None) -> BaseException:
+    """`error`, or the deadline's `CallTimeoutError` when `error` is the `TimeoutError` of a
+    deadline that passed (an ``async def`` method run by the sync road), as on the async road."""
+    if type(error) is TimeoutError and expires is not None and monotonic() >= expires:
+        return _deadline_passed(name)
+    return error
+
+
+def _deadline_passed(name: str) -> CallTimeoutError:
+    return CallTimeoutError(f"the deadline of {name}() passed while it ran")
 
 
 __all__ = ["Call", "Dispatcher", "ErrorToWire"]

@@ -122,6 +122,7 @@ class MetricsLog(CallObserver):
         self.file = AppendLog(path)
         self._collector = Collector(server.procedures)
         self._record = self._collector.record  # saves an attribute lookup per call
+        self._start = self._collector.start
         self._seq = 0
         self._last_full = self._last_write = 0.0
         self._flush_lock = threading.Lock()
@@ -129,6 +130,10 @@ class MetricsLog(CallObserver):
         self.flush()  # the identity goes out at once: the dashboard shows the server at start
         self._thread = threading.Thread(target=self._run, name="srpc-metrics-log", daemon=True)
         self._thread.start()
+
+    def call_started(self, procedure: str) -> None:
+        """Count the call in flight (runs in the serving thread: a list append, no lock)."""
+        self._start(procedure)
 
     def call_finished(self, procedure: str, seconds: float, error: BaseException | None) -> None:
         """Record the call (runs in the serving thread: no I/O, no lock when it succeeded)."""

@@ -1,7 +1,8 @@
 """`Collector`: the thread-safe recorder behind a server's metrics observer.
 
-A successful call costs one dict lookup and one list append (no lock); the periodic `snapshot`
-folds those samples into the histograms off the hot path.
+A successful call costs one dict lookup and one list append (no lock), and so does its start
+(calls in flight); the periodic `snapshot` folds those samples into the histograms and the
+counts off the hot path.
 """
 
 from __future__ import annotations
@@ -25,8 +26,19 @@ class Collector:
         self._lock = threading.Lock()
         # Built once and never resized, so the hot path may read it without the lock.
         self._pending: dict[str, list[float]] = {name: [] for name in procedures}
+        #: Calls started since the last snapshot, one ``None`` each (the same lock-free
+        #: append), and the total of all earlier ones: in flight = started - finished.
+        self._starts: dict[str, list[None]] = {name: [] for name in self._pending}
+        self._started: dict[str, int] = dict.fromkeys(self._pending, 0)
         self._stats: dict[str, ProcedureStats] = {}
         self._changed: set[str] = set()
+
+    def start(self, procedure: str) -> None:
+        """Count one call of `procedure` that started (calls of unknown procedures are not
+        counted in flight: they end at once)."""
+        starts = self._starts.get(procedure)
+        if starts is not None:
+            starts.append(None)
 
     def record(self, procedure: str, seconds: float, error_type: str | None = None) -> None:
         """Count one call of `procedure` that took `seconds` and raised `error_type` (or not)."""
@@ -58,6 +70,19 @@ class Collector:
                     del pending[:n]
                     self._stats_of(name).latency.record_many(batch)
                     self._changed.add(name)
+            # Starts after finishes: every call counted finished has been counted started.
+            for name, starts in self._starts.items():
+                n = len(starts)
+                if n:
+                    del starts[:n]
+                    self._started[name] += n
+                    self._changed.add(name)
+                if self._started[name]:
+                    stats = self._stats_of(name)
+                    in_flight = max(self._started[name] - stats.calls, 0)
+                    if in_flight != stats.in_flight:
+                        stats.in_flight = in_flight
+                        self._changed.add(name)
             names = self._changed if changed_only else set(self._stats)
             self._changed = set()
             return {name: self._stats[name].copy() for name in names}

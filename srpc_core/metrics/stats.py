@@ -24,10 +24,12 @@ class ProcedureStats:
         latency: the durations of the successful calls. Failed calls are not in it: many
             fail fast (bad arguments) and would make the procedure look quicker than it is.
         errors: failed calls by exception class name, e.g. ``{"ZeroDivisionError": 3}``.
+        in_flight: calls running when the numbers were taken.
     """
 
     latency: Histogram = field(default_factory=Histogram)
     errors: dict[str, int] = field(default_factory=dict)
+    in_flight: int = 0
 
     @property
     def ok(self) -> int:
@@ -65,15 +67,16 @@ class ProcedureStats:
         self.latency.merge(other.latency)
         for type_name, count in other.errors.items():
             self.record_error(type_name, count)
+        self.in_flight += other.in_flight
 
     def copy(self) -> ProcedureStats:
         """An independent copy."""
-        return ProcedureStats(self.latency.copy(), dict(self.errors))
+        return ProcedureStats(self.latency.copy(), dict(self.errors), self.in_flight)
 
     def to_json(self) -> dict[str, Any]:
         """The per-procedure object of a ``stats`` record (see docs/metrics.md)."""
         latency = self.latency
-        return {
+        data = {
             "ok": latency.count,
             "errors": dict(self.errors),
             "sum": latency.total,
@@ -81,6 +84,9 @@ class ProcedureStats:
             "max": latency.max if latency.count else None,
             "hist": latency.to_json(),
         }
+        if self.in_flight:  # optional: absent means none
+            data["in_flight"] = self.in_flight
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ProcedureStats:
@@ -91,7 +97,10 @@ class ProcedureStats:
         if latency.count != as_int(data["ok"]):
             raise ValueError("'ok' does not match the histogram's total count")
         errors = {str(name): as_int(count) for name, count in dict(data["errors"]).items()}
-        return cls(latency, errors)
+        in_flight = as_int(data.get("in_flight", 0))  # optional: absent in older logs
+        if in_flight < 0:
+            raise ValueError("'in_flight' is negative")
+        return cls(latency, errors, in_flight)
 
 
 __all__ = [

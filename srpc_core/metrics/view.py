@@ -90,6 +90,7 @@ class ProcedureView:
             "name": self.name,
             "ok": stats.ok,
             "failed": stats.failed,
+            "in_flight": stats.in_flight,
             "error_rate": stats.error_rate,
             "errors": dict(stats.top_errors(MAX_ERROR_TYPES + 1)),
             "calls_per_second": self.calls_per_second,
@@ -185,8 +186,11 @@ class MetricsAggregator:
         for name in names:
             merged = ProcedureStats()
             for writer in writers:
-                if name in writer.procedures:
-                    merged.merge(writer.procedures[name])
+                stats = writer.procedures.get(name)
+                if stats is not None:
+                    merged.merge(stats)
+                    if stats.in_flight and writer.state(now) != "live":
+                        merged.in_flight -= stats.in_flight  # a stopped server runs nothing
             rate = sum(self._rate(writer, name, now) for writer in writers)
             rows.append(ProcedureView(name, merged, rate))
         total = ProcedureStats()

@@ -199,6 +199,8 @@ class RemoteService:
     ) -> tuple[bool, Any]:
         """Call `procedure` with wire-form arguments: ``(True, result)`` or ``(False, error)``
         (a `WireError` map)."""
+        if self._channel is None:
+            self.connect(deadline)
         call_id = next(self._ids)
         message = protocol.encode_request(
             self._codec,
