@@ -95,20 +95,22 @@ def test_80_columns_show_every_procedure_with_counts_and_percentiles() -> None:
     text = rendered(sample_view(), 80)
     assert max(len(line) for line in text.splitlines()) <= 80
     header = row(text, "procedure")
-    assert header == ["procedure", "ok", "failed", "err%", "calls/s", "p50", "p95", "p99", "max"]
+    assert header == [
+        "procedure", "ok", "failed", "err%", "calls/s", "running", "p50", "p95", "p99", "max"
+    ]  # fmt: skip
     # All 1,201 calls came in the last record: within the 5 s window. Percentiles are within
     # 1.1% of the true 120µs; the max is exact.
-    add = ["add", "1,201", "0", "0.0", "240.2", "121µs", "121µs", "121µs", "2.50ms"]
+    add = ["add", "1,201", "0", "0.0", "240.2", "0", "121µs", "121µs", "121µs", "2.50ms"]
     assert row(text, "add") == add
     assert row(text, "div")[:4] == ["div", "1", "4", "80.0"]
-    assert row(text, "mul") == ["mul", "0", "0", "0.0", "0.0", "-", "-", "-", "-"]
+    assert row(text, "mul") == ["mul", "0", "0", "0.0", "0.0", "0", "-", "-", "-", "-"]
     assert row(text, "total")[:4] == ["total", "1,202", "4", "0.3"]
 
 
 def test_wide_terminals_add_min_and_mean() -> None:
     text = rendered(sample_view(), 140)
-    assert row(text, "procedure")[5:] == ["min", "mean", "p50", "p95", "p99", "max"]
-    assert row(text, "add")[5:7] == ["120µs", "122µs"]  # the exact min and mean
+    assert row(text, "procedure")[6:] == ["min", "mean", "p50", "p95", "p99", "max"]
+    assert row(text, "add")[6:8] == ["120µs", "122µs"]  # the exact min and mean
 
 
 def test_header_names_the_server_its_uptime_and_the_totals() -> None:
@@ -282,14 +284,14 @@ def test_bad_interval_is_a_usage_error(tmp_path: Path) -> None:
 class Terminal:
     """The dashboard running in a pseudo-terminal of 100x40, its screen output collected."""
 
-    def __init__(self, args: list[str], cwd: Path) -> None:
+    def __init__(self, args: list[str], cwd: Path, rows: int = 40, columns: int = 100) -> None:
         import fcntl
         import pty
         import struct
         import termios
 
         self.master, slave = pty.openpty()
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
         env = tool_env(TERM="xterm-256color")
         del env["COLUMNS"], env["NO_COLOR"]
         self.process = subprocess.Popen(
@@ -313,6 +315,30 @@ class Terminal:
                     self.output += os.read(self.master, 65536)
                 except OSError:  # the child closed the terminal
                     assert re.search(pattern, self.text()), self.text()
+
+    def frame(self) -> list[str]:
+        """The lines of the last picture drawn (rich redraws in place: it moves the cursor up
+        over the previous picture, erasing each line, then writes the new one)."""
+        raw = self.output.decode(errors="replace")
+        last = re.split(r"\r\x1b\[2K(?:\x1b\[1A\x1b\[2K)*", raw)[-1]
+        return ANSI.sub("", last).replace("\r", "").split("\n")
+
+    def wait_for_frame(self, check: Any, timeout: float = 20.0) -> list[str]:
+        """Read the terminal until its last complete picture satisfies `check(lines)`."""
+        import select
+
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.frame()
+            if any("quit [q]" in line for line in lines) and check(lines):
+                return lines
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, "the picture never showed it; last picture:\n" + "\n".join(lines)
+            if select.select([self.master], [], [], min(remaining, 0.2))[0]:
+                self.output += os.read(self.master, 65536)
+
+    def press(self, keys: bytes) -> None:
+        os.write(self.master, keys)
 
     def drain(self) -> None:
         """Read what is left after the process exits."""
@@ -395,3 +421,96 @@ def test_printable_replaces_controls_and_bounds_length() -> None:
     assert printable("a\x1b[2Jb\tc\u202ed") == "a\ufffd[2Jb\ufffdc\ufffdd"
     assert printable("[red]x[/]") == "[red]x[/]"
     assert len(printable("x" * 10_000)) == MAX_NAME
+
+
+# -- the live dashboard at 80x24 with 30 procedures --------------------------------------------
+
+THIRTY = tuple(f"p{i:02d}" for i in range(30))
+
+
+def write_thirty(path: Path) -> MetricsLog:
+    """p00..p19 called (p19 most often), p20..p29 idle but p25, which has a call running; p05
+    fails most, eight procedures fail with eight exception types; p07 is the slowest."""
+    info = ServerInfo(
+        "big.big_interface.BigInterface", "tcp://127.0.0.1:5000", "tcp", "json",
+        THIRTY, os.getpid(), Config(),
+    )  # fmt: skip
+    log = MetricsLog(info, str(path), flush_interval=3600)
+    for i in range(20):
+        for _ in range(i + 1):
+            log.call_finished(THIRTY[i], 0.5 if i == 7 else 0.001, None)
+    errors = [ValueError, KeyError, TypeError, OSError, LookupError, IndexError, EOFError]
+    for i, kind in enumerate([*errors, RuntimeError], start=1):
+        for _ in range(7 if i == 5 else 1):
+            log.call_finished(THIRTY[i], 0.001, kind("x"))
+    log.call_started("p25")
+    log.flush()
+    return log
+
+
+def first_row(lines: list[str]) -> str:
+    """The name in the first procedure row (the line after the table's header rule)."""
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["procedure", "ok"])
+    return lines[header + 2].split()[0]
+
+
+def names(lines: list[str]) -> set[str]:
+    """The procedures in the table's rows (not those of the top errors)."""
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["procedure", "ok"])
+    total = next(i for i, line in enumerate(lines) if line.split()[:1] == ["total"])
+    return {line.split()[0] for line in lines[header + 2 : total] if line.split()}
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
+def test_live_dashboard_fits_80x24_pages_sorts_and_hides_idle(tmp_path: Path) -> None:
+    log = write_thirty(tmp_path / "srpc_server_metrics.log")
+    terminal = Terminal(["--interval", "0.05"], cwd=tmp_path, rows=24, columns=80)
+    try:
+        lines = terminal.wait_for_frame(lambda lines: any("page 1/" in x for x in lines))
+        assert len(lines) <= 23 and max(len(line) for line in lines) <= 80, lines
+        text = "\n".join(lines)
+        # Always in view: the totals, the total row, the top errors (bounded), the keys.
+        assert "calls" in text and "ok" in text and "failed" in text
+        assert any(line.split()[:1] == ["total"] for line in lines)
+        errors = lines[next(i for i, x in enumerate(lines) if "top errors" in x) :]
+        assert errors[2].split()[:3] == ["p05", "LookupError", "7"]  # the most frequent first
+        assert 1 <= len([x for x in errors[2:] if x.split()[:1] and x[0] == "p"]) <= 5
+        pages = int(re.search(r"page 1/(\d+)", text).group(1))  # type: ignore[union-attr]
+        assert pages >= 2
+        first_page = names(lines)
+        assert first_row(lines) == "p00" and len(first_page) < 30
+
+        terminal.press(b"n")
+        lines = terminal.wait_for_frame(lambda lines: any("page 2/" in x for x in lines))
+        assert names(lines).isdisjoint(first_page) and len(lines) <= 23
+
+        terminal.press(b"c")  # by calls: p19 had the most
+        lines = terminal.wait_for_frame(lambda lines: any("sort: calls" in x for x in lines))
+        assert first_row(lines) == "p19" and any("page 1/" in x for x in lines)
+        terminal.press(b"e")  # by errors
+        lines = terminal.wait_for_frame(lambda lines: any("sort: errors" in x for x in lines))
+        assert first_row(lines) == "p05"
+        terminal.press(b"l")  # by latency
+        lines = terminal.wait_for_frame(lambda lines: any("sort: latency" in x for x in lines))
+        assert first_row(lines) == "p07"
+
+        terminal.press(b"id")  # idle hidden, declaration order: 21 rows (p25 runs a call)
+        lines = terminal.wait_for_frame(lambda lines: any("9 idle hidden" in x for x in lines))
+        seen = names(lines)
+        for page in range(2, int(re.search(r"page 1/(\d+)", "".join(lines)).group(1)) + 1):  # type: ignore[union-attr]
+            terminal.press(b"\x1b[6~")  # PgDn
+            lines = terminal.wait_for_frame(
+                lambda lines, page=page: f"page {page}/" in "".join(lines)
+            )
+            seen |= names(lines)
+        assert seen == {*THIRTY[:20], "p25"}
+        running = next(line.split() for line in lines if line.split()[:1] == ["p25"])
+        assert running[:6] == ["p25", "0", "0", "0.0", "0.0", "1"]  # one call in flight
+
+        terminal.press(b"q")
+        assert terminal.process.wait(timeout=20) == 0
+        terminal.drain()
+        assert "Traceback" not in terminal.text()
+    finally:
+        log.close()
+        terminal.close()
