@@ -11,11 +11,16 @@ connection runs up to ``max_in_flight`` calls at once and answers them as they f
 v0.1 transport the core serves its threaded listener and runs the ``async def`` methods on the
 loop. `start()` uses the asyncio server when the implementation has ``async def`` methods, and
 the threaded one (the fastest for plain methods) otherwise.
+
+With ``[srpc] workers = N`` (N > 1; tcp on Linux), `start()` forks N worker processes that
+share the port (SO_REUSEPORT), each serving this implementation with the threaded server;
+`srpc_core.workers` manages them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import os
 import signal
@@ -25,7 +30,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from srpc_core import protocol
+from srpc_core import protocol, workers
 from srpc_core.auth import Authenticator
 from srpc_core.config import Config, load_config, resolve_host
 from srpc_core.dispatcher import Call, Dispatcher
@@ -77,7 +82,11 @@ class Server:
         _check_implementation(interface, implementation, self.service.procedures)
         self._plugins = plugins or get_plugins()
         cfg = self.config
+        workers.check_supported(cfg)
         codec, self.transport = self._plugins.for_config(cfg)
+        if cfg.workers > 1:  # every worker binds the port with SO_REUSEPORT
+            settings = dataclasses.replace(self.transport.settings, reuse_port=True)
+            self.transport = self._plugins.transport(cfg.transport, settings, cfg.source)
         self.dispatcher = Dispatcher(
             self.service,
             implementation,
@@ -100,6 +109,7 @@ class Server:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
         self._peers: set[_Peer] = set()
+        self._pool: workers.WorkerPool | None = None
 
     @property
     def address(self) -> str:
@@ -129,7 +139,13 @@ class Server:
 
         An implementation with ``async def`` methods is served by the asyncio server
         (`serve`) on an event loop of its own.
+
+        With ``[srpc] workers`` > 1 it forks the workers and supervises them until stopped
+        (`srpc_core.workers`); then it must run in the main thread, with no other thread.
         """
+        if self.config.workers > 1:
+            self._start_workers(exit_on_error)
+            return
         if self.dispatcher.coroutines:
             with stop_on_signals(self.stop):
                 asyncio.run(self._serve_async(exit_on_error, handle_signals=False))
@@ -141,7 +157,11 @@ class Server:
     async def serve(self, *, handle_signals: bool = True) -> None:
         """Serve on the running event loop until `stop()` (or Ctrl+C / SIGTERM, handled when
         `handle_signals` and this loop runs in the main thread); returns once calls in flight
-        have finished and answered (within ``timeout``). Binding errors are raised."""
+        have finished and answered (within ``timeout``). Binding errors are raised.
+
+        One process: ``[srpc] workers`` > 1 is refused here (it applies to `start`)."""
+        if self.config.workers > 1:
+            raise workers.refuse_serve(self.config)
         await self._serve_async(False, handle_signals=handle_signals)
 
     def _bind_or_exit(self, exit_on_error: bool | None) -> Listener:
@@ -157,15 +177,17 @@ class Server:
             return SystemExit(f"srpc: cannot start {self.service.name}: {exc}")
         return exc
 
-    def _serve(self, listener: Listener) -> None:
-        """Serve on a bound listener until stopped: observers, the start and stop lines."""
+    def _serve(self, listener: Listener, announce: bool = True) -> None:
+        """Serve on a bound listener until stopped: observers, the start and stop lines (a
+        worker leaves the lines to its parent: `announce` false)."""
         observers = self._plugins.call_observers(self._server_info(listener))
         self.dispatcher.set_observers(observers)
-        print(
-            f"srpc: serving {self.service.name} at {listener.address} "
-            f"(transport {self.config.transport}, codec {self.config.codec}); Ctrl+C stops",
-            flush=True,
-        )
+        if announce:
+            print(
+                f"srpc: serving {self.service.name} at {listener.address} "
+                f"(transport {self.config.transport}, codec {self.config.codec}); Ctrl+C stops",
+                flush=True,
+            )
         self._serving.set()
         try:
             if not self._stop_requested.is_set():
@@ -173,12 +195,64 @@ class Server:
         finally:
             self._serving.clear()
             _close_observers(observers)
-            print(f"srpc: stopped serving {self.service.name} at {listener.address}", flush=True)
+            if announce:
+                print(
+                    f"srpc: stopped serving {self.service.name} at {listener.address}", flush=True
+                )
+
+    def _start_workers(self, exit_on_error: bool | None) -> None:
+        """`start` with ``[srpc] workers`` > 1: reserve the port, fork and supervise."""
+        cfg = self.config
+        host = resolve_host(cfg.host)
+        try:
+            if self.dispatcher.coroutines:
+                raise workers.refuse_coroutines(cfg, sorted(self.dispatcher.coroutines))
+            workers.check_no_threads(cfg)
+            try:
+                reservation = workers.reserve_port(host, cfg.port)
+            except OSError as exc:
+                raise self._address_in_use(exc, host) from None
+        except (SrpcError, OSError) as exc:
+            raise self._start_failure(exc, exit_on_error) from None
+        with reservation:
+            # Port 0: the workers bind the port the reservation got.
+            self.config = dataclasses.replace(cfg, port=reservation.getsockname()[1])
+            address = self.address
+
+            def announce(pids: list[int]) -> None:
+                print(
+                    f"srpc: serving {self.service.name} at {address} (transport "
+                    f"{cfg.transport}, codec {cfg.codec}, {len(pids)} workers: pids "
+                    f"{', '.join(map(str, pids))}); Ctrl+C stops",
+                    flush=True,
+                )
+                self._serving.set()
+
+            self._pool = workers.WorkerPool(
+                cfg.workers,
+                bind=self._bind,
+                serve=lambda listener: self._serve(listener, announce=False),
+                stop_worker=self.stop,
+                announce=announce,
+                drain_timeout=cfg.timeout,
+                closing=[reservation],
+            )
+            try:
+                failure = self._pool.run()
+            finally:
+                self._serving.clear()
+                self._pool = None
+        if failure is not None:
+            raise self._start_failure(SrpcError(failure), exit_on_error) from None
+        print(f"srpc: stopped serving {self.service.name} at {address}", flush=True)
 
     def stop(self) -> None:
         """Ask a running `start()` or `serve()` to return after calls in flight finish.
         Thread-safe, and safe in a signal handler."""
         self._stop_requested.set()
+        pool = self._pool
+        if pool is not None:
+            pool.stop()
         if self._listener is not None:
             self._listener.shutdown()
         loop, event = self._loop, self._stop_event
