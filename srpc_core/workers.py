@@ -196,7 +196,7 @@ class WorkerPool:
         count: the number of workers.
         bind: in a worker: bind the listener (raises SrpcError/OSError when it cannot).
         serve: in a worker: serve on the bound listener until `stop` is called.
-        stop: in a worker: make `serve` return after the calls in flight (signal-safe).
+        stop_worker: in a worker: make `serve` return after the calls in flight (signal-safe).
         announce: in the parent, once every worker is listening, with their pids.
         drain_timeout: the seconds a worker's drain may take (``[srpc] timeout``).
         closing: sockets the parent holds that the workers must not keep (the reservation).
