@@ -190,8 +190,11 @@ def test_a_misspelt_plugin_table_names_the_valid_tables(isolated: Path) -> None:
 
 
 def test_every_registered_name_is_a_valid_table(isolated: Path) -> None:
-    tables = "".join(f"[srpc.{name}]\n" for name in ("tcp", "zmq", "json", "cbor", "metrics"))
-    write(isolated / "srpc.toml", "[srpc]\n" + tables + "[srpc.auth]\n")
+    names = ("tcp", "zmq", "nats", "json", "cbor", "msgpack", "metrics")
+    tables = "".join(f"[srpc.{name}]\n" for name in names)
+    (isolated / "secret").write_text("a shared secret of at least sixteen bytes")
+    auth = "[srpc.auth]\nsecret_file = 'secret'\n"  # an empty [srpc.auth] is an error of its own
+    write(isolated / "srpc.toml", "[srpc]\n" + tables + auth)
     get_plugins().for_config(load_config())
 
 
