@@ -5,9 +5,10 @@ interface's conversion plans, drift checks, the session, building requests and r
 responses) and differs only in how messages travel:
 
 * over a transport with a native async side (`Transport.open_async_channel`, e.g. ``tcp``),
-  **one connection carries many calls at once**: every request has its own id, one reader task
-  reads every message that comes back and hands each response to the call waiting for that id,
-  in whatever order the server answers. Calls in flight on the connection are bounded by the
+  **one connection carries many calls at once**: every request has its own id, and every message
+  that comes back is handed to the call waiting for that id as it arrives (straight from the
+  event loop over `srpc_core.async_streams`, else by one reader task), in whatever order the
+  server answers. Calls in flight on the connection are bounded by the
   server's advertised ``max_in_flight`` (and the client's own);
 * over a transport with only the v0.1 sync interface, the **bridge** runs its `Channel` in
   threads: one channel per call in flight, from a pool, in a thread pool of the same bound.
@@ -34,6 +35,7 @@ from time import monotonic
 from typing import Any
 
 from srpc_core import protocol
+from srpc_core.async_streams import AsyncStreamChannel
 from srpc_core.auth import TAG_BYTES, CallKeys
 from srpc_core.client import _CHECK_AFTER, _FIRST_BACKOFF, _MAX_BACKOFF, _BaseClient
 from srpc_core.config import Config, load_config
@@ -48,6 +50,7 @@ from srpc_core.errors import (
     TransportError,
 )
 from srpc_core.interface import Procedure
+from srpc_core.observer import ObservedMetadata, observe_call_async
 from srpc_core.plugins import Plugins
 from srpc_core.transport import AsyncChannel, Channel
 
@@ -94,7 +97,12 @@ class _Slots:
 
 
 class _Connection:
-    """One multiplexed connection: calls waiting by id, and the task reading the answers."""
+    """One multiplexed connection: calls waiting by id, and what reads the answers.
+
+    Over an `AsyncStreamChannel` every answer is handed to `take` as it arrives, from the
+    event loop, with no reader task in between; over another `AsyncChannel`, a reader task
+    awaits `receive` and does the same.
+    """
 
     def __init__(self, client: AsyncClient, channel: AsyncChannel) -> None:
         self.client = client
@@ -105,9 +113,14 @@ class _Connection:
         self.broken: BaseException | None = None
         self.retired = False  # no new calls: closed once its calls have ended
         self.reader: asyncio.Task[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self.reader = asyncio.get_running_loop().create_task(self._read())
+        channel = self.channel
+        if isinstance(channel, AsyncStreamChannel):
+            channel.deliver(self.take, self.ended)
+        else:
+            self.reader = asyncio.get_running_loop().create_task(self._read())
 
     def usable(self) -> bool:
         return self.broken is None and not self.retired and not self.channel.closing()
@@ -130,9 +143,10 @@ class _Connection:
             raise
         finally:
             del self.pending[call_id]
-            self.keys.pop(call_id, None)
+            if keys is not None:
+                del self.keys[call_id]
             if self.retired and not self.pending:
-                self.client._close_later(self)
+                self.close()
 
     async def send_cancel(self, call_id: int) -> None:
         if self.usable() or self.retired:
@@ -143,56 +157,90 @@ class _Connection:
             async with asyncio.timeout(_CANCEL_TIMEOUT):
                 await self.channel.send(message)
 
-    async def _read(self) -> None:
-        client = self.client
-        pending = self.pending
+    def take(self, message: bytes) -> None:
+        """One message from the server: the answer to a pending call (or dropped)."""
         try:
-            while True:
+            self._take(message)
+        except Exception as exc:
+            self.ended(exc)
+
+    def _take(self, message: bytes) -> None:
+        client = self.client
+        tag = b""
+        if client._auth is not None and not protocol.is_control(message):
+            message, tag = message[:-TAG_BYTES], message[-TAG_BYTES:]
+        call_id, ok, value = client._read_reply(message)
+        if tag:
+            keys = self.keys.get(call_id) if call_id is not None else None
+            if keys is None:
+                return  # the answer to a call that was cancelled: dropped
+            if not keys.response_ok(message, tag):
+                ok, value = False, client._unseal_failed()
+        pending = self.pending
+        if call_id is None:
+            if ok:
+                return  # a cancel's acknowledgement
+            # A control error that names no request: the oldest call's (servers that
+            # cannot name it answer in order).
+            call_id = next(iter(pending), None)
+        future = pending.get(call_id) if call_id is not None else None
+        if future is None or future.done():
+            return  # the answer to a call that was cancelled: dropped
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+    def ended(self, end: BaseException | None) -> None:
+        """No more answers on this connection: its calls still waiting fail, and it closes."""
+        if self.broken is not None:
+            return
+        address = self.client.address
+        if end is None:
+            error: BaseException = TransportError(f"the server at {address} closed the connection")
+        elif isinstance(end, OversizedFrameError):
+            error = TransportError(
+                f"the server at {address} sent a {end.size}-byte message, more than "
+                f"max_message_bytes ({self.client.config.max_message_bytes})"
+            )
+        elif isinstance(end, TransportError):
+            error = end
+        elif isinstance(end, (SrpcError, OSError)):
+            error = TransportError(str(end))
+        else:  # a bug must not leave calls waiting for ever
+            error = TransportError(f"reading from {address} failed: {end!r}")
+        self._fail(error)
+        if self.reader is None:  # (a reader task closes the channel as it ends)
+            self.close()
+
+    def close(self) -> None:
+        """Close the connection (in the background); calls still waiting fail."""
+        if self.reader is not None:
+            self.reader.cancel()
+            return
+        self._fail(TransportError(f"the connection to {self.client.address} was closed"))
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self.channel.close())
+
+    async def _read(self) -> None:
+        try:
+            while self.broken is None:
                 message = await self.channel.receive()
                 if message is None:
-                    raise TransportError(f"the server at {client.address} closed the connection")
-                tag = b""
-                if client._auth is not None and not protocol.is_control(message):
-                    message, tag = message[:-TAG_BYTES], message[-TAG_BYTES:]
-                call_id, ok, value = client._read_reply(message)
-                if tag:
-                    keys = self.keys.get(call_id) if call_id is not None else None
-                    if keys is None:
-                        continue  # the answer to a call that was cancelled: dropped
-                    if not keys.response_ok(message, tag):
-                        ok, value = False, client._unseal_failed()
-                if call_id is None:
-                    if ok:
-                        continue  # a cancel's acknowledgement
-                    # A control error that names no request: the oldest call's (servers that
-                    # cannot name it answer in order).
-                    call_id = next(iter(pending), None)
-                future = pending.get(call_id) if call_id is not None else None
-                if future is None or future.done():
-                    continue  # the answer to a call that was cancelled: dropped
-                if ok:
-                    future.set_result(value)
-                else:
-                    future.set_exception(value)
+                    self.ended(None)
+                    break
+                self.take(message)
         except asyncio.CancelledError:
-            self._fail(TransportError(f"the connection to {client.address} was closed"))
+            self._fail(TransportError(f"the connection to {self.client.address} was closed"))
             raise
-        except OversizedFrameError as exc:
-            self._fail(
-                TransportError(
-                    f"the server at {client.address} sent a {exc.size}-byte message, more than "
-                    f"max_message_bytes ({client.config.max_message_bytes})"
-                )
-            )
-        except (SrpcError, OSError) as exc:
-            self._fail(exc if isinstance(exc, TransportError) else TransportError(str(exc)))
-        except Exception as exc:  # a bug must not leave calls waiting for ever
-            self._fail(TransportError(f"reading from {client.address} failed: {exc!r}"))
+        except Exception as exc:
+            self.ended(exc)
         finally:
             await self.channel.close()
 
     def _fail(self, error: BaseException) -> None:
-        self.broken = error
+        if self.broken is None:
+            self.broken = error
         for future in self.pending.values():
             if not future.done():
                 future.set_exception(error)
@@ -327,6 +375,9 @@ class AsyncClient(_BaseClient):
         the result converted to the return annotation; the whole call within `timeout`
         seconds, else `CallTimeoutError` (and the server is told to cancel it).
         """
+        if self._observers and type(metadata) is not ObservedMetadata:
+            observers = self._observers
+            return await observe_call_async(self.call, observers, procedure, args, kwargs, metadata)
         plan, wire_args, wire_kwargs = self._procedure(procedure, args, kwargs or {})
         spec = plan.procedure
         deadline = Deadline(self._timeout, procedure, self.address)
@@ -360,8 +411,7 @@ class AsyncClient(_BaseClient):
         connection, shared.connection = shared.connection, None
         if connection is not None:
             connection.retired = True
-            if connection.reader is not None:
-                connection.reader.cancel()
+            connection.close()
             await connection.channel.close()
         if shared.bridge is not None:
             shared.bridge.close()
@@ -495,7 +545,7 @@ class AsyncClient(_BaseClient):
         if connection is not None:
             connection.retired = True
             if not connection.pending:
-                self._close_later(connection)
+                connection.close()
             self._shared.connection = None
         if self._shared.bridge is not None:
             self._shared.bridge.close()
@@ -506,10 +556,6 @@ class AsyncClient(_BaseClient):
 
     def _cancel_later(self, connection: _Connection, call_id: int) -> None:
         self._background(connection.send_cancel(call_id))
-
-    def _close_later(self, connection: _Connection) -> None:
-        if connection.reader is not None:
-            connection.reader.cancel()
 
     def _background(self, coroutine: Any) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(_quietly(coroutine))

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import socket
+import struct
 import sys
 from pathlib import Path
 
@@ -360,3 +362,58 @@ def test_a_v01_transport_works_under_the_async_client(
             assert await calc.call("add", (1, 1)) == 2
 
     asyncio.run(main())
+
+
+# -- the limits of the native async side (srpc_core.async_streams), from raw sockets ----------
+
+LIMITED = """\
+[srpc]
+timeout = 1.0
+max_message_bytes = 4096
+
+[srpc.metrics]
+path = ""
+"""
+
+
+@pytest.fixture(scope="module")
+def limited(project: Path, tmp_path_factory: pytest.TempPathFactory) -> ServerProcess:
+    config = tmp_path_factory.mktemp("limited") / "srpc.toml"
+    config.write_text(LIMITED)
+    with ServerProcess(project, "slow", config=config) as process:
+        yield process  # type: ignore[misc]
+
+
+def _read_frame(sock: socket.socket) -> bytes:
+    data = b""
+    while len(data) < 4 or len(data) < 4 + struct.unpack(">I", data[:4])[0]:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data[4:]
+
+
+def test_an_oversized_message_is_refused_from_its_length(limited: ServerProcess) -> None:
+    """A 1 GB length, no body: the server answers at once (it never waits for, or makes room
+    for, the body) and closes the connection."""
+    with socket.create_connection(("127.0.0.1", limited.port), timeout=10) as sock:
+        sock.sendall(struct.pack(">I", 1 << 30))
+        reply = _read_frame(sock)
+        assert b"exceeds max_message_bytes (4096)" in reply
+        assert sock.recv(1) == b""
+
+
+def test_a_message_that_stops_halfway_costs_its_connection(
+    limited: ServerProcess, stubs: object, project: Path
+) -> None:
+    """Server timeout 1 s: a peer that sends half a message is closed; others are served."""
+    with socket.create_connection(("127.0.0.1", limited.port), timeout=10) as stuck:
+        stuck.sendall(struct.pack(">I", 100) + b"{" * 10)
+
+        async def main() -> int:
+            async with client(stubs, limited, project) as calc:  # type: ignore[attr-defined]
+                return int(await calc.add(2, 3))
+
+        assert asyncio.run(main()) == 5
+        assert stuck.recv(1) == b""  # closed by the server (its timeout, not ours)
