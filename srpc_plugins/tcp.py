@@ -14,8 +14,8 @@ trusts: a client uses TLS when it is set and checks the server's certificate and
 with it; a server uses it to check client certificates), ``tls_client_auth`` (server: require a
 client certificate), ``tls_server_name`` (client: the name the server's certificate must carry
 when it differs from ``host``, e.g. when connecting by IP address). The TLS handshake runs in
-the connection's own thread (never in the accept loop) within ``[srpc] timeout``; with TLS the
-async client and the asyncio server use the sync side through srpc's bridge.
+the connection's own thread (never in the accept loop) within ``[srpc] timeout``; the async
+client and the asyncio server use the same contexts natively (`srpc_core.async_streams`).
 The limits of ``[srpc]`` apply: ``max_connections``, ``timeout`` (also the most a message may
 take to arrive whole from its first byte), ``max_message_bytes``.
 """
@@ -36,6 +36,7 @@ from srpc_core.errors import (
     MismatchError,
     OversizedFrameError,
     ServerUnavailableError,
+    SrpcError,
 )
 from srpc_core.hookspecs import RegisterTransport, hookimpl
 from srpc_core.options import Option, PluginOptions
@@ -121,30 +122,9 @@ class TcpTransport(Transport):
                 sock, server_hostname=name, do_handshake_on_connect=False
             )
             _handshake(tls, time.monotonic() + timeout)
-        except ssl.SSLCertVerificationError as exc:
+        except (ssl.SSLError, OSError) as exc:  # TimeoutError included
             sock.close()
-            raise AuthenticationError(
-                f"the TLS certificate of the server at {address} did not verify against "
-                f"[srpc.tcp] tls_ca: {exc.verify_message or exc.reason}"
-                + (
-                    f" (the certificate must name {name!r}; when connecting by IP address, set "
-                    "[srpc.tcp] tls_server_name to the name it carries)"
-                    if "mismatch" in str(exc.verify_message)
-                    else ""
-                )
-            ) from None
-        except TimeoutError:
-            sock.close()
-            raise ServerUnavailableError(
-                f"the server at {address} did not complete the TLS handshake within {timeout} s"
-            ) from None
-        except (ssl.SSLError, OSError) as exc:
-            sock.close()
-            raise MismatchError(
-                f"the TLS handshake with the server at {address} failed ({exc}): the server "
-                "probably does not use TLS (it needs [srpc.tcp] tls_cert and tls_key), or it "
-                "requires a client certificate ([srpc.tcp] tls_cert and tls_key here)"
-            ) from None
+            raise _tls_failure(exc, address, name, timeout) from None
         return tls
 
     def listen(self, host: str, port: int, handler: Handler) -> Listener:
@@ -171,22 +151,30 @@ class TcpTransport(Transport):
         return listener
 
     async def open_async_channel(self, endpoint: Endpoint, timeout: float) -> AsyncChannel | None:
-        """The native async side: one connection carrying many calls (asyncio streams); with
-        TLS, None (the async client then runs the sync TLS channels through its bridge)."""
-        if self.client_tls is not None:
-            return None
+        """The native async side: one connection carrying many calls (an asyncio protocol),
+        TLS when ``tls_ca`` is set (the same context, checks and errors as `connect`)."""
         address = self.url(endpoint.host, endpoint.port)
-        return await async_streams.open_tcp_channel(
-            endpoint.host, endpoint.port, address, self.settings.max_message_bytes, timeout
-        )
+        name = self.tls_server_name or endpoint.host
+        try:
+            return await async_streams.open_tcp_channel(
+                endpoint.host,
+                endpoint.port,
+                address,
+                self.settings.max_message_bytes,
+                timeout,
+                tls=self.client_tls,
+                server_name=name,
+            )
+        except SrpcError:
+            raise
+        except (ssl.SSLError, OSError) as exc:  # the TLS handshake; TimeoutError included
+            raise _tls_failure(exc, address, name, timeout) from None
 
     async def bind_async(
         self, endpoint: Endpoint, on_connection: OnConnection
     ) -> AsyncListener | None:
-        """The native async side of the server (asyncio streams); with TLS, None (the asyncio
-        server then serves the threaded TLS listener, never plaintext)."""
-        if self.server_tls is not None:
-            return None
+        """The native async side of the server (an asyncio protocol), TLS when ``tls_cert`` is
+        set (the same context as `listen`; a plaintext peer is told TLS is required)."""
         return await async_streams.bind_tcp(
             endpoint.host,
             endpoint.port,
@@ -197,6 +185,8 @@ class TcpTransport(Transport):
             message_timeout=self.settings.timeout,
             idle_timeout=self.idle_timeout,
             max_connections=self.settings.max_connections,
+            reuse_port=self.settings.reuse_port,
+            tls=self.server_tls,
         )
 
 
@@ -341,6 +331,30 @@ def _tls_contexts(options: dict[str, Any]) -> tuple[ssl.SSLContext | None, ssl.S
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"[srpc.tcp] TLS files cannot be used: {exc}") from None
     return server, client
+
+
+def _tls_failure(exc: BaseException, address: str, name: str, timeout: float) -> SrpcError:
+    """The client's error for a TLS handshake that failed with `exc` (sync and async sides)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return AuthenticationError(
+            f"the TLS certificate of the server at {address} did not verify against "
+            f"[srpc.tcp] tls_ca: {exc.verify_message or exc.reason}"
+            + (
+                f" (the certificate must name {name!r}; when connecting by IP address, set "
+                "[srpc.tcp] tls_server_name to the name it carries)"
+                if "mismatch" in str(exc.verify_message)
+                else ""
+            )
+        )
+    if isinstance(exc, TimeoutError):
+        return ServerUnavailableError(
+            f"the server at {address} did not complete the TLS handshake within {timeout} s"
+        )
+    return MismatchError(
+        f"the TLS handshake with the server at {address} failed ({exc}): the server "
+        "probably does not use TLS (it needs [srpc.tcp] tls_cert and tls_key), or it "
+        "requires a client certificate ([srpc.tcp] tls_cert and tls_key here)"
+    )
 
 
 def _handshake(sock: ssl.SSLSocket, expires: float) -> None:

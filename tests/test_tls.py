@@ -168,3 +168,134 @@ def test_a_peer_that_never_completes_the_handshake_is_dropped(
         table = f'tls_ca = "{pki.ca_pem}"\ntls_server_name = "srpc.test"'
         assert client(interface, tls_ledger.port, tmp_path / "c.toml", table).call("count") == 0
         assert stuck.recv(1) == b""  # closed by the server (within its timeout, not ours)
+
+
+# -- the native async side: the async client and the asyncio server, TLS without the bridge --
+
+ASYNC_SERVER = """
+import asyncio
+
+from srpc_ledger_server_stub import SrpcLedgerServerStub
+
+asyncio.run(SrpcLedgerServerStub("127.0.0.1", 0, config={config!r}).serve())
+"""
+
+
+class AsyncLedger(Ledger):
+    """The ledger served by the asyncio server (`serve()`: asyncio's own TLS)."""
+
+    def __init__(self, project: Path, work: Path, config: Path) -> None:
+        super().__init__(project, work, config, {})
+        self.server.code = (
+            f"import os, sys\nos.chdir({str(work)!r})\nsys.path.insert(0, {str(project)!r})\n"
+            + ASYNC_SERVER.format(config=str(config))
+        )
+
+
+@pytest.fixture
+def async_tls_ledger(project: Path, tmp_path: Path, pki: Pki) -> Iterator[Ledger]:
+    config = _write(tmp_path / "async-server.toml", server_table(pki), 2.0)
+    with AsyncLedger(project, tmp_path / "async-server", config) as server:
+        assert "asyncio" in server.server.text()
+        yield server
+
+
+def async_call(interface: type, port: int, config: Path, *calls: tuple[str, tuple]) -> list:  # type: ignore[type-arg]
+    """Run `calls` at once on one AsyncClient; check they went over its native connection."""
+
+    async def main() -> list:  # type: ignore[type-arg]
+        async with srpc_core.AsyncClient(interface, port=port, config=config) as a:
+            results = await asyncio.gather(*(a.call(name, args) for name, args in calls))
+            assert a._shared.bridge is None and a._shared.native  # not the thread bridge
+            return list(results)
+
+    return asyncio.run(main())
+
+
+def tls_client_table(pki: Pki) -> str:
+    return f'tls_ca = "{pki.ca_pem}"\ntls_server_name = "srpc.test"'
+
+
+def test_async_client_over_native_tls_to_both_servers(
+    tls_ledger: Ledger, async_tls_ledger: Ledger, interface: type, tmp_path: Path, pki: Pki
+) -> None:
+    config = _write(tmp_path / "client.toml", tls_client_table(pki), 5.0)
+    for ledger in (tls_ledger, async_tls_ledger):
+        assert async_call(interface, ledger.port, config, ("charge", ("alice", 100))) == [1]
+        calls = [("count", ())] * 50
+        assert async_call(interface, ledger.port, config, *calls) == [1] * 50
+        assert ledger.charges() == ["alice 100"]
+    # The sync client against the asyncio TLS server too.
+    with srpc_core.Client(interface, port=async_tls_ledger.port, config=config) as c:
+        assert c.call("count") == 1
+
+
+def test_async_tls_checks_the_host_name_and_the_ca(
+    async_tls_ledger: Ledger, interface: type, tmp_path: Path, pki: Pki
+) -> None:
+    port = async_tls_ledger.port
+    config = _write(tmp_path / "c.toml", f'tls_ca = "{pki.ca_pem}"', 5.0)
+    with pytest.raises(srpc_core.AuthenticationError, match="tls_server_name"):
+        async_call(interface, port, config, ("charge", ("alice", 100)))
+    other = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    config = _write(tmp_path / "o.toml", f'tls_ca = "{other}"\ntls_server_name = "srpc.test"', 5)
+    with pytest.raises(srpc_core.AuthenticationError, match="did not verify"):
+        async_call(interface, port, config, ("charge", ("alice", 100)))
+    assert async_tls_ledger.charges() == []
+
+
+def test_plaintext_against_the_asyncio_tls_server_fails_clearly(
+    async_tls_ledger: Ledger, interface: type, tmp_path: Path, pki: Pki
+) -> None:
+    port = async_tls_ledger.port
+    plain = _write(tmp_path / "p.toml", "", 5.0)
+    with pytest.raises(srpc_core.MismatchError, match="requires TLS"):
+        async_call(interface, port, plain, ("charge", ("eve", 1)))
+    with pytest.raises(srpc_core.MismatchError, match="requires TLS"):
+        srpc_core.Client(interface, port=port, config=plain).call("charge", ("eve", 1))
+    tls = _write(tmp_path / "c.toml", tls_client_table(pki), 5.0)
+    assert async_call(interface, port, tls, ("count", ())) == [0]  # it serves on
+    assert async_tls_ledger.charges() == []
+    async_tls_ledger.server.stop()
+    assert "refused a plaintext connection" in async_tls_ledger.server.text()
+
+
+def test_async_tls_against_a_plaintext_asyncio_server_fails_clearly_on_both_sides(
+    project: Path, interface: type, tmp_path: Path, pki: Pki
+) -> None:
+    config = _write(tmp_path / "server.toml", "", 2.0)
+    with AsyncLedger(project, tmp_path / "server", config) as plain:
+        tls = _write(tmp_path / "c.toml", tls_client_table(pki), 5.0)
+        with pytest.raises(srpc_core.MismatchError, match="does not use TLS"):
+            async_call(interface, plain.port, tls, ("charge", ("a", 1)))
+        assert plain.charges() == []
+        plain.server.stop()
+        assert "the client speaks TLS" in plain.server.text()
+
+
+def test_mutual_tls_on_the_asyncio_server(
+    project: Path, interface: type, tmp_path: Path, pki: Pki
+) -> None:
+    config = _write(tmp_path / "server.toml", server_table(pki, client_auth=True), 2.0)
+    with AsyncLedger(project, tmp_path / "server", config) as server:
+        anonymous = tls_client_table(pki)
+        with pytest.raises(srpc_core.SrpcError):
+            async_call(interface, server.port, _write(tmp_path / "a", anonymous, 5), ("count", ()))
+        assert server.charges() == []
+        known = anonymous + f'\ntls_cert = "{pki.client_cert}"\ntls_key = "{pki.client_key}"'
+        config = _write(tmp_path / "k.toml", known, 5.0)
+        assert async_call(interface, server.port, config, ("charge", ("a", 1))) == [1]
+        assert server.charges() == ["a 1"]
+
+
+def test_the_asyncio_server_drops_a_peer_that_never_completes_the_handshake(
+    async_tls_ledger: Ledger, interface: type, tmp_path: Path, pki: Pki
+) -> None:
+    """Server timeout 2 s: a peer that sends one byte of a ClientHello and stops is closed;
+    meanwhile others are served (the handshake is not in the accept loop)."""
+    with socket.create_connection(("127.0.0.1", async_tls_ledger.port), timeout=30) as stuck:
+        stuck.sendall(b"\x16")
+        config = _write(tmp_path / "c.toml", tls_client_table(pki), 5.0)
+        assert async_call(interface, async_tls_ledger.port, config, ("count", ())) == [0]
+        assert stuck.recv(1) == b""  # closed by the server (within its timeout, not ours)
