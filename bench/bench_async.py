@@ -2,6 +2,7 @@
 
     python bench/bench_async.py                    # 20000 calls per throughput row
     python bench/bench_async.py --calls 5000
+    python bench/bench_async.py --pin 0,0          # client and server on CPU 0 (both)
 
 For each server (the threaded server, `start()` with the calculator's plain methods; and the
 asyncio server, `serve()` with an ``async def`` calculator), in one client process:
@@ -11,12 +12,16 @@ asyncio server, `serve()` with an ``async def`` calculator), in one client proce
 * latency: sequential ``add(i, 1)`` calls, the median and p99 of each client.
 
 The server runs in its own process; rows take turns so background load hits them alike.
+``--pin C,S`` pins the client to CPU C and the server to CPU S: on a small shared VM, a
+round trip between two CPUs costs a cross-CPU wake-up each way (tens of microseconds) that
+dwarfs what is measured, so latencies are steadiest with both on one CPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -122,19 +127,27 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20000, help="calls per throughput row")
     parser.add_argument("--latency-calls", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=2, help="turns each row takes")
+    parser.add_argument("--pin", help="CLIENT,SERVER: the CPUs to run the two processes on")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args.serve)
         return
+    pin_client, pin_server = (int(c) for c in args.pin.split(",")) if args.pin else (-1, -1)
     print(
         f"tcp+json, Python {sys.version.split()[0]}; throughput: {args.calls} add() calls per "
         f"row, sync {THREADS} threads vs async {IN_FLIGHT} in flight on one connection"
+        + (f"; client on CPU {pin_client}, server on CPU {pin_server}" if args.pin else "")
     )
     for mode in ("threaded", "asyncio"):
         server = subprocess.Popen(
-            [sys.executable, __file__, "--serve", mode], stdout=subprocess.PIPE, text=True
+            [sys.executable, __file__, "--serve", mode],
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=(lambda: os.sched_setaffinity(0, {pin_server})) if args.pin else None,
         )
+        if args.pin:
+            os.sched_setaffinity(0, {pin_client})
         try:
             assert server.stdout is not None
             port = next(int(line[5:]) for line in server.stdout if line.startswith("PORT "))
