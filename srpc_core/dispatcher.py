@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import functools
 import hmac
 import inspect
@@ -44,7 +45,7 @@ from srpc_core.errors import (
     UnknownProcedureError,
 )
 from srpc_core.interface import Service
-from srpc_core.observer import CallObserver
+from srpc_core.observer import CallObserver, _request_metadata
 from srpc_core.protocol import META_TIMEOUT_MS, Code, WireError
 from srpc_core.ratelimit import LogLimiter
 from srpc_core.session import Session, SessionKeeper, default_session_key
@@ -135,6 +136,7 @@ class Dispatcher:
         self._error_context = ErrorContext(service.interface, send_tracebacks)
         self._observers: list[CallObserver] = []
         self._start_observers: list[CallObserver] = []
+        self._reads_metadata = False  # whether an observer reads request metadata
         self._procedure_infos = {
             name: protocol.ProcedureInfo(p.fingerprint, p.signature_text)
             for name, p in service.procedures.items()
@@ -152,6 +154,7 @@ class Dispatcher:
         self._start_observers = [
             o for o in observers if type(o).call_started is not CallObserver.call_started
         ]
+        self._reads_metadata = any(o.reads_metadata for o in self._start_observers)
 
     # -- the sync road -------------------------------------------------------------------------
 
@@ -223,6 +226,8 @@ class Dispatcher:
         if isinstance(request, bytes):
             return request  # a control error about the message itself
         call_id, token, name, args, kwargs, metadata = request
+        if self._reads_metadata:
+            _request_metadata.set(metadata)  # for observers, through `request_metadata()`
         if self.sessions.find(token) is None:
             return self._no_session(call_id, name)
         expires = None
@@ -259,6 +264,8 @@ class Dispatcher:
                 )
             return request  # a control error about the message itself (nothing to run)
         call_id, token, name, args, kwargs, metadata = request
+        if self._reads_metadata:
+            _request_metadata.set(metadata)
         session = self.sessions.find(token)
         if session is None:
             return self._no_session(call_id, name)
@@ -419,7 +426,10 @@ class Dispatcher:
         executor = self.executor
         assert executor is not None
         call_id, token, name, _, _, expires = call
-        future = executor.submit(function, *args, **kwargs)
+        if self._reads_metadata:  # the observers' context (a trace span) goes along
+            future = executor.submit(contextvars.copy_context().run, function, *args, **kwargs)
+        else:
+            future = executor.submit(function, *args, **kwargs)
         waiting = asyncio.wrap_future(future)
         task = asyncio.current_task()
         assert task is not None and self.loop is not None

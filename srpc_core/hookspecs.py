@@ -16,7 +16,7 @@ import pluggy
 if TYPE_CHECKING:
     from srpc_core.codec import Codec
     from srpc_core.errors import ErrorContext
-    from srpc_core.observer import CallObserver, ServerInfo
+    from srpc_core.observer import CallObserver, ClientInfo, ClientObserver, ServerInfo
     from srpc_core.protocol import WireError
     from srpc_core.transport import Transport, TransportSettings
 
@@ -29,6 +29,8 @@ RegisterTransport = Callable[[str, "Callable[[TransportSettings], Transport]"], 
 RegisterCodec = Callable[[str, "Callable[..., Codec]"], None]
 #: ``register(observer)``: add a `CallObserver` to the starting server.
 RegisterObserver = Callable[["CallObserver"], None]
+#: ``register(observer)``: add a `ClientObserver` to the client being built.
+RegisterClientObserver = Callable[["ClientObserver"], None]
 #: ``register(name, help, configure, run)``: add a ``srpc <name>`` subcommand;
 #: `configure(parser)` adds arguments to an argparse parser, `run(args)` returns an exit code.
 RegisterCommand = Callable[[str, str, Callable[[Any], None], Callable[[Any], int]], None]
@@ -86,6 +88,14 @@ def srpc_register_call_observers(register: RegisterObserver, server: ServerInfo)
 
 
 @hookspec
+def srpc_register_client_observers(register: RegisterClientObserver, client: ClientInfo) -> None:
+    """Called once as a client is built: ``register(observer)`` to see every call it makes
+    (a `ClientObserver` may add request metadata, such as trace context, and sees each call's
+    outcome). Register nothing unless the client's configuration asks for it: a client
+    without client observers pays nothing for the hook."""
+
+
+@hookspec
 def srpc_register_commands(register: RegisterCommand) -> None:
     """Add subcommands to the ``srpc`` command line (e.g. ``srpc uds-list``)."""
 
@@ -101,6 +111,7 @@ def srpc_register_types(register: RegisterType) -> None:
 
 
 __all__ = [
+    "RegisterClientObserver",
     "RegisterCodec",
     "RegisterCommand",
     "RegisterObserver",
@@ -111,6 +122,7 @@ __all__ = [
     "srpc_error_from_wire",
     "srpc_error_to_wire",
     "srpc_register_call_observers",
+    "srpc_register_client_observers",
     "srpc_register_codecs",
     "srpc_register_commands",
     "srpc_register_transports",

@@ -25,7 +25,7 @@ from srpc_core.config import Config
 from srpc_core.convert import TypeAdapter, TypeAdapters
 from srpc_core.errors import ConfigError, ErrorContext, PluginConflictError, PluginError
 from srpc_core.hookspecs import RegisterCommand
-from srpc_core.observer import CallObserver, ServerInfo
+from srpc_core.observer import CallObserver, ClientInfo, ClientObserver, ServerInfo
 from srpc_core.protocol import WireError
 from srpc_core.transport import Transport, TransportSettings
 from srpc_core.version import __version__
@@ -252,6 +252,13 @@ class Plugins:
         """Ask every plugin for the observers of a starting server."""
         observers: list[CallObserver] = []
         self.manager.hook.srpc_register_call_observers(register=observers.append, server=server)
+        return observers
+
+    def client_observers(self, client: ClientInfo) -> list[ClientObserver]:
+        """Ask every plugin for the observers of a client being built (the
+        `srpc_register_client_observers` hook); an empty list when none registers one."""
+        observers: list[ClientObserver] = []
+        self.manager.hook.srpc_register_client_observers(register=observers.append, client=client)
         return observers
 
 

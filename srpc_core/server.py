@@ -100,6 +100,7 @@ class Server:
         auth = Authenticator.from_config(cfg, self.service.name, cfg.codec)
         if auth is not None:  # [srpc.auth]: no session without the shared secret
             self.dispatcher.set_auth(auth)
+        self.dispatcher.reflection = cfg.reflection
         #: Threads for plain methods on the asyncio server.
         self.threads = DEFAULT_THREADS
         self._listener: Listener | None = None
