@@ -45,6 +45,7 @@ from srpc_core.errors import (
     UnknownProcedureError,
 )
 from srpc_core.interface import Procedure, read_interface
+from srpc_core.observer import ClientInfo, ObservedMetadata, observe_call
 from srpc_core.plugins import Plugins, get_plugins
 from srpc_core.protocol import STATUS_ERROR, STATUS_OK
 from srpc_core.transport import Channel, Endpoint
@@ -100,6 +101,10 @@ class _BaseClient:
         #: The shared secret (``[srpc.auth]``), or None.
         self._auth = Authenticator.from_config(cfg, self.service.name, cfg.codec)
         self._server = _ServerView()
+        #: What plugins registered to see every call (trace context...); usually none.
+        self._observers = self._plugins.client_observers(
+            ClientInfo(self.service.name, self.address, cfg.transport, cfg.codec, cfg)
+        )
 
     @property
     def timeout(self) -> float:
@@ -320,6 +325,8 @@ class Client(_BaseClient):
         takes at most `timeout` seconds, then raises `CallTimeoutError`. `metadata` entries
         travel with the request (docs/protocol.md).
         """
+        if self._observers and type(metadata) is not ObservedMetadata:
+            return observe_call(self.call, self._observers, procedure, args, kwargs, metadata)
         plan, wire_args, wire_kwargs = self._procedure(procedure, args, kwargs or {})
         spec = plan.procedure
         deadline = Deadline(self._timeout, procedure, self.address)
