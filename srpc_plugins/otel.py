@@ -77,6 +77,11 @@ def srpc_register_client_observers(register: RegisterClientObserver, client: Cli
         register(ClientSpans(client))
 
 
+def _metric_attributes(service: str, method: str) -> dict[str, Any]:
+    """The attributes of a duration measurement (few: each combination is a time series)."""
+    return {"rpc.system": RPC_SYSTEM, "rpc.service": service, "rpc.method": method}
+
+
 def _base_attributes(service: str, address: str, transport: str) -> dict[str, Any]:
     parts = urlsplit(address)
     attributes: dict[str, Any] = {"rpc.system": RPC_SYSTEM, "rpc.service": service}
@@ -103,7 +108,14 @@ class ServerSpans(CallObserver):
         self._trace = trace
         self.service = server.service.rpartition(".")[2]
         self.procedures = frozenset(server.procedures)
-        self._attributes = _base_attributes(self.service, server.address, server.transport)
+        base = _base_attributes(self.service, server.address, server.transport)
+        #: Per method, built once: the span's attributes, and the (fewer) metric attributes.
+        self._span_attributes = {
+            m: {**base, "rpc.method": m} for m in [*server.procedures, UNKNOWN_PROCEDURE]
+        }
+        self._metric_attributes = {
+            m: _metric_attributes(self.service, m) for m in self._span_attributes
+        }
         self._tracer = trace.get_tracer(INSTRUMENTATION, __version__)
         self._duration = metrics.get_meter(INSTRUMENTATION, __version__).create_histogram(
             "rpc.server.duration", unit="ms", description="duration of calls served"
@@ -129,7 +141,7 @@ class ServerSpans(CallObserver):
             f"{self.service}/{method}",
             context=parent,
             kind=self._trace.SpanKind.SERVER,
-            attributes={**self._attributes, "rpc.method": method},
+            attributes=self._span_attributes[method],
         )
         token = context.attach(self._trace.set_span_in_context(span, parent))
         self._current.set((span, token))
@@ -138,9 +150,9 @@ class ServerSpans(CallObserver):
         """End the span (its status says whether the call failed) and record the duration."""
         from opentelemetry import context
 
-        attributes = {**self._attributes, "rpc.method": self._method(procedure)}
+        attributes = self._metric_attributes[self._method(procedure)]
         if error is not None:
-            attributes["error.type"] = type(error).__name__
+            attributes = {**attributes, "error.type": type(error).__name__}
         current = self._current.get()
         if current is not None:
             span, token = current
@@ -168,6 +180,7 @@ class ClientSpans(ClientObserver):
         self._trace = trace
         self.service = client.service
         self._attributes = _base_attributes(client.service, client.address, client.transport)
+        self._metric_attributes: dict[str, dict[str, Any]] = {}
         self._tracer = trace.get_tracer(INSTRUMENTATION, __version__)
         self._duration = metrics.get_meter(INSTRUMENTATION, __version__).create_histogram(
             "rpc.client.duration", unit="ms", description="duration of calls made"
@@ -189,9 +202,13 @@ class ClientSpans(ClientObserver):
         self, procedure: str, state: object, seconds: float, error: BaseException | None
     ) -> None:
         """End the span and record the duration."""
-        attributes = {**self._attributes, "rpc.method": procedure}
+        attributes = self._metric_attributes.get(procedure)
+        if attributes is None:  # the interface's procedures only: a bounded set
+            attributes = self._metric_attributes[procedure] = _metric_attributes(
+                self.service, procedure
+            )
         if error is not None:
-            attributes["error.type"] = type(error).__name__
+            attributes = {**attributes, "error.type": type(error).__name__}
         span: Any = state
         if span is not None:
             if error is not None:
