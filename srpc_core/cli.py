@@ -13,7 +13,7 @@ from typing import Any
 from srpc_core import __version__
 from srpc_core.errors import SrpcError
 from srpc_core.plugins import get_plugins
-from srpc_core.tools import srpc_inspect, srpc_show_metrics, srpc_stub_gen
+from srpc_core.tools import srpc_inspect, srpc_keygen, srpc_show_metrics, srpc_stub_gen
 
 Runner = Callable[[argparse.Namespace], int]
 
@@ -84,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
         "check that a server answers (exit 0/1)",
         srpc_inspect.configure_ping,
         srpc_inspect.run_ping,
+    )
+    add(
+        "keygen",
+        "make a CURVE key pair (NAME.key, NAME.pub) for the zmq transport",
+        srpc_keygen.configure_parser,
+        srpc_keygen.run,
+        srpc_keygen.DESCRIPTION,
+        srpc_keygen.EPILOG,
     )
     get_plugins().register_commands(add)
     return parser
