@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from support import make_project
+from support import PYTHON, child_env, make_project
 
 PROBE_INTERFACE = '''\
 """A service that reports which server process answered."""
@@ -114,6 +114,22 @@ def _toml(value: Any) -> str:
     if isinstance(value, str):
         return f'"{value}"'
     return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def keygen(name: str, directory: Path) -> tuple[Path, Path]:
+    """Make a CURVE key pair with the real ``srpc keygen`` (a subprocess); return the paths of
+    ``NAME.key`` and ``NAME.pub``."""
+    import subprocess
+
+    result = subprocess.run(
+        [PYTHON, "-m", "srpc_core", "keygen", name, "-d", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(),
+    )
+    assert result.returncode == 0, result.stderr
+    return directory / f"{name}.key", directory / f"{name}.pub"
 
 
 def port_of(url: str) -> int:

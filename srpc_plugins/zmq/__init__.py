@@ -19,11 +19,21 @@ Options (``[srpc.zmq]``):
   8; a call past it is refused at once with a ``busy`` control error.
 * ``queue_bytes``: bytes ZeroMQ may queue for one client connection in each direction, default
   16 MiB: the high-water marks are ``max(1, queue_bytes // max_message_bytes)`` messages.
+* ``curve_secret_key_file``: this side's CURVE key pair (``NAME.key`` from ``srpc keygen``);
+  a server with it accepts CURVE clients only.
+* ``curve_server_key`` (client): the server's public key, z85 text or the path of its
+  ``NAME.pub``; with it the client connects with CURVE.
+* ``curve_authorized_keys`` (server): a file of admitted client public keys (z85, one per
+  line) or a directory of ``*.pub`` files; absent, any client that knows the server's key.
+
+CURVE is libzmq's; the keys are read and checked by `curve` (every problem is a `ConfigError`
+naming the file and the key) and clients are admitted by pyzmq's ThreadAuthenticator.
 
 See docs/config.md for what these bound, and docs/scaling.md for the arithmetic.
 
 The package: this module (the options, the transport and the hook, importable without pyzmq),
-`channel` (the client side), `server` (the listener) and `wire` (the frames they exchange).
+`channel` (the client side), `server` (the listener), `wire` (the frames they exchange) and
+`curve` (the CURVE keys).
 """
 
 from __future__ import annotations
@@ -66,7 +76,22 @@ OPTIONS = {
         minimum=1,
         help="bytes ZeroMQ may queue for one client connection in each direction",
     ),
+    "curve_secret_key_file": Option(
+        str, default="", help="this side's CURVE key pair: the NAME.key srpc keygen wrote"
+    ),
+    "curve_server_key": Option(
+        str,
+        default="",
+        help="client: the server's CURVE public key, 40 z85 characters or its NAME.pub file",
+    ),
+    "curve_authorized_keys": Option(
+        str,
+        default="",
+        help="server: a file of client public keys (z85, one per line) or a directory of *.pub",
+    ),
 }
+#: The ``[srpc.zmq]`` keys that configure CURVE (strings; ``""`` = not set).
+CURVE_KEYS = ("curve_secret_key_file", "curve_server_key", "curve_authorized_keys")
 
 
 def require_pyzmq() -> None:
@@ -102,6 +127,9 @@ class ZmqOptions:
     idle_timeout: float = 300.0
     max_in_flight: int = 8
     queue_bytes: int = 16 * MIB
+    curve_secret_key_file: str = ""
+    curve_server_key: str = ""
+    curve_authorized_keys: str = ""
 
     @classmethod
     def parse(cls, options: Mapping[str, Any] | None) -> ZmqOptions:
@@ -133,8 +161,14 @@ class ZmqTransport(Transport):
 
     def __init__(self, settings: TransportSettings) -> None:
         super().__init__(settings)
-        self.options = ZmqOptions.parse(settings.options)
+        table = PluginOptions.wrap(settings.options, "zmq")
+        self.options = ZmqOptions.parse(table)
         require_pyzmq()
+        from srpc_plugins.zmq.curve import CurveKeys
+
+        strings = {key: getattr(self.options, key) for key in CURVE_KEYS}
+        #: This side's CURVE keys, or None: CURVE off.
+        self.curve = CurveKeys.load(table, strings)
 
     def connect(self, host: str, port: int, timeout: float) -> Channel:
         import zmq
@@ -143,7 +177,9 @@ class ZmqTransport(Transport):
 
         address = self.url(host, port)
         max_bytes = self.settings.max_message_bytes
-        return ZmqChannel(zmq.Context.instance(), host, port, address, max_bytes, timeout)
+        return ZmqChannel(
+            zmq.Context.instance(), host, port, address, max_bytes, timeout, curve=self.curve
+        )
 
     def listen(self, host: str, port: int, handler: Handler) -> Listener:
         import zmq
@@ -162,6 +198,7 @@ class ZmqTransport(Transport):
                 handshake_timeout=min(self.options.idle_timeout, self.settings.timeout),
                 idle_timeout=self.options.idle_timeout,
                 queue_bytes=self.options.queue_bytes,
+                curve=self.curve,
             )
         except BaseException:
             context.destroy(linger=0)
@@ -184,6 +221,7 @@ def srpc_register_transports(register: RegisterTransport) -> None:
 
 
 __all__ = [
+    "CURVE_KEYS",
     "INSTALL_HINT",
     "MAX_WORKERS",
     "MIB",

@@ -11,6 +11,9 @@ succeeded, a refused connection fails at once, and a peer that is not speaking Z
 server with transport 'tcp') is reported as a mismatch. After the handshake the monitor also
 tells when the connection broke, so a call fails promptly instead of waiting out its timeout,
 and the core replaces the channel with a fresh one (and a fresh hello), exactly as with TCP.
+The same events tell a CURVE failure apart (ZeroMQ itself reports nothing to the application):
+a handshake refused by the server's authenticator (an unknown client key), a mechanism mismatch
+(CURVE on one side only), or a CURVE handshake the server broke off (a wrong server key).
 ZeroMQ's own reconnection and queueing stay at their defaults on purpose: with reconnection off
 (or ZMQ_IMMEDIATE on) libzmq discards an answer that arrived just before the connection
 closed, the answer of a server that finished its last call and stopped.
@@ -30,13 +33,16 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from srpc_core.errors import (
+    AuthenticationError,
     CallTimeoutError,
     FrameTooLargeError,
     MismatchError,
     ServerUnavailableError,
+    SrpcError,
     TransportError,
 )
 from srpc_core.transport import Channel
+from srpc_plugins.zmq.curve import CurveKeys
 from srpc_plugins.zmq.wire import DELIMITER, ms, tcp_endpoint
 
 TAG = struct.Struct(">I")
@@ -45,6 +51,9 @@ HANDSHAKE_FAILED = (
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
     | zmq.EVENT_HANDSHAKE_FAILED_AUTH
 )
+#: Handshake failures that say why: the server's authenticator refused the key, or the other
+#: side uses another security mechanism (or is broken). NO_DETAIL says nothing.
+DECISIVE_FAILURES = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
 #: The connection's life as the monitor reports it: TCP connected, then the ZeroMQ handshake
 #: succeeded or failed, and finally closed (refused) or disconnected (broken).
 MONITORED_EVENTS = (
@@ -55,6 +64,11 @@ MONITORED_EVENTS = (
     | zmq.EVENT_DISCONNECTED
 )
 BROKEN_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
+#: What a client sends to learn a server's security mechanism after a handshake that failed
+#: without a reason: the ZMTP signature and major version 3, after which a ZeroMQ peer sends
+#: the rest of its 64-byte greeting, whose bytes 12-31 name its mechanism ("NULL", "CURVE").
+GREETING_PROBE = b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03"
+GREETING_BYTES = 64
 
 
 class ZmqChannel(Channel):
@@ -66,6 +80,7 @@ class ZmqChannel(Channel):
         address: the ``zmq://host:port`` URL used in error messages.
         max_bytes: max_message_bytes; a larger reply is dropped by libzmq before allocation.
         timeout: seconds to wait for the connection and handshake.
+        curve: this client's CURVE keys and the server's public key, or None (no CURVE).
     """
 
     def __init__(
@@ -76,8 +91,12 @@ class ZmqChannel(Channel):
         address: str,
         max_bytes: int,
         timeout: float,
+        *,
+        curve: CurveKeys | None = None,
     ) -> None:
         self._address = address
+        self._host_port = (host, port)
+        self._curve = curve
         self._max_bytes = max_bytes
         self._tag = 0
         self._broken = ""  # why the connection is unusable, once it is
@@ -85,6 +104,12 @@ class ZmqChannel(Channel):
         self._sock.linger = 0  # never keep an abandoned request around after close
         self._sock.maxmsgsize = max_bytes
         self._sock.ipv6 = ":" in host
+        if curve is not None:
+            try:
+                curve.apply_to_client(self._sock, address)
+            except BaseException:
+                self._sock.close(linger=0)
+                raise
         self._monitor = self._sock.get_monitor_socket(MONITORED_EVENTS)
         self._poller = zmq.Poller()
         self._poller.register(self._sock, zmq.POLLIN)
@@ -130,22 +155,96 @@ class ZmqChannel(Channel):
         except zmq.ZMQError as exc:
             raise ServerUnavailableError(f"cannot connect to {self._address}: {exc}") from None
         deadline = monotonic() + timeout
-        tcp_connected = False
+        handshaking = False  # TCP connected, the ZeroMQ handshake under way
         while True:
             remaining = deadline - monotonic()
             if remaining <= 0 or not self._monitor.poll(ms(remaining)):
-                raise self._handshake_timeout(tcp_connected, timeout)
-            event = recv_monitor_message(self._monitor)["event"]
+                raise self._handshake_timeout(handshaking, timeout)
+            message = recv_monitor_message(self._monitor)
+            event = message["event"]
             if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 return
             if event == zmq.EVENT_CONNECTED:
-                tcp_connected = True
-            elif event & HANDSHAKE_FAILED or (event & BROKEN_EVENTS and tcp_connected):
-                raise self._not_zeromq()
+                handshaking = True
+            elif event & DECISIVE_FAILURES:
+                raise self._handshake_failed(event, message["value"])
+            elif handshaking and (event & BROKEN_EVENTS or event & HANDSHAKE_FAILED):
+                # Broken off without a reason: a peer that refuses the mechanism may reset the
+                # connection before this side has read its greeting. Ask the server once.
+                raise self._silent_failure(deadline)
             elif event & BROKEN_EVENTS:
                 raise ServerUnavailableError(
                     f"no srpc server at {self._address}: is it running? (connection refused)"
                 )
+
+    def _handshake_failed(self, event: int, value: int) -> AuthenticationError | MismatchError:
+        """The error for a handshake the monitor said why it failed (`event`, with `value`: a
+        ZAP status code or a protocol error). Nothing was sent on the connection."""
+        where = f"the server at {self._address}"
+        if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:  # the server's authenticator said no
+            public = self._curve.public.decode() if self._curve else "(none)"
+            return AuthenticationError(
+                f"{where} refused this client's CURVE key {public} (status {value}): add it "
+                "to the server's [srpc.zmq] curve_authorized_keys; nothing was sent"
+            )
+        if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:  # CURVE on one side only
+            return self._mechanism_mismatch("CURVE" if self._curve is None else "NULL")
+        return self._mechanism_mismatch("") if self._curve else self._not_zeromq()
+
+    def _mechanism_mismatch(self, mechanism: str) -> AuthenticationError | MismatchError:
+        """The error once the server's `mechanism` is known ("" if it is not)."""
+        where = f"the server at {self._address}"
+        curve = self._curve is not None
+        if curve and mechanism == "NULL":
+            return MismatchError(
+                f"{where} does not use CURVE, while this client does ([srpc.zmq] "
+                "curve_server_key is set): set curve_secret_key_file on the server too, or "
+                "remove the curve_* keys here; nothing was sent"
+            )
+        if not curve and mechanism and mechanism != "NULL":
+            return MismatchError(
+                f"{where} requires {mechanism}, while this client connects in plaintext: set "
+                "[srpc.zmq] curve_server_key (the server's public key) and "
+                "curve_secret_key_file (this client's NAME.key from srpc keygen); nothing was "
+                "sent"
+            )
+        if curve and mechanism == "CURVE":
+            return AuthenticationError(
+                f"{where} broke off the CURVE handshake: [srpc.zmq] curve_server_key is not "
+                "that server's public key; nothing was sent"
+            )
+        if curve:
+            return AuthenticationError(
+                f"{where} broke off the CURVE handshake: [srpc.zmq] curve_server_key is "
+                "probably not that server's public key (or the server is not speaking ZeroMQ); "
+                "nothing was sent"
+            )
+        return self._not_zeromq()
+
+    def _silent_failure(self, deadline: float) -> SrpcError:
+        """The error for a handshake broken off without a reason: read the server's greeting
+        on a plain socket of our own to learn its mechanism, and say what follows."""
+        import socket
+
+        mechanism = ""
+        try:
+            with socket.create_connection(
+                self._host_port, timeout=max(min(deadline - monotonic(), 2.0), 0.05)
+            ) as probe:
+                probe.sendall(GREETING_PROBE)
+                greeting = b""
+                while len(greeting) < GREETING_BYTES:
+                    chunk = probe.recv(GREETING_BYTES - len(greeting))
+                    if not chunk:
+                        break
+                    greeting += chunk
+        except OSError:
+            greeting = b""
+        if len(greeting) == GREETING_BYTES and greeting[0] == 0xFF and greeting[9] & 1:
+            mechanism = greeting[12:32].rstrip(b"\x00").decode("ascii", "replace")
+        elif greeting:  # something answered, but not a ZeroMQ greeting
+            return self._not_zeromq()
+        return self._mechanism_mismatch(mechanism)
 
     def _not_zeromq(self) -> MismatchError:
         return MismatchError(
@@ -198,6 +297,9 @@ class ZmqChannel(Channel):
 
 __all__ = [
     "BROKEN_EVENTS",
+    "DECISIVE_FAILURES",
+    "GREETING_BYTES",
+    "GREETING_PROBE",
     "HANDSHAKE_FAILED",
     "MONITORED_EVENTS",
     "TAG",

@@ -18,6 +18,10 @@ bytes through their high-water marks; a request has exactly the frames of a requ
 that has gone (a reply to it finds no route) loses the calls it left waiting.
 
 The front socket is `BoundFront`, a ROUTER bound at host:port that clients connect to directly.
+With CURVE (``[srpc.zmq] curve_secret_key_file``) it is a CURVE server, and pyzmq's
+ThreadAuthenticator admits the keys of ``curve_authorized_keys``; a connection that fails the
+handshake never delivers a message, and a socket monitor reports it in one log line per kind
+of failure per `WARN_INTERVAL`.
 (The ZeroMQ broker, and the connect mode that served behind it, are retired: many servers of a
 service run on NATS, docs/scaling.md.)
 """
@@ -31,10 +35,12 @@ from collections import OrderedDict, deque
 from time import monotonic
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from srpc_core import protocol
 from srpc_core.transport import Handler, Listener, TransportSettings, answer
 from srpc_core.wakeup import Waker
+from srpc_plugins.zmq.curve import CurveKeys
 from srpc_plugins.zmq.wire import (
     DELIMITER,
     REQUEST_FRAMES,
@@ -64,6 +70,13 @@ WORKER_STOP = b"STOP"
 FLUSH_RETRY = 0.005
 #: At most one warning per this many seconds about peers whose replies were dropped.
 WARN_INTERVAL = 10.0
+
+#: The monitor events of the front socket that the server logs: failed handshakes.
+HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
 
 Context = zmq.Context[zmq.Socket[bytes]]
 Request = tuple[list[bytes], bytes]  # (envelope, message)
@@ -230,6 +243,7 @@ class BoundFront:
             within it (it vanished, or it is not a ZeroMQ peer at all) is disconnected.
         queue_bytes: the bytes of answers the server keeps itself for a peer whose ZeroMQ
             queue is full (at least one answer); further answers to it are dropped.
+        curve: the server's CURVE keys (and the client keys it admits), or None: no CURVE.
 
     ZeroMQ's high-water mark counts messages, and a burst of small answers to one peer (busy
     errors) finds a one-message queue full before its I/O thread has taken the first: such
@@ -248,12 +262,18 @@ class BoundFront:
         handshake_timeout: float = 30.0,
         idle_timeout: float = 300.0,
         queue_bytes: int = 16 * 1024 * 1024,
+        curve: CurveKeys | None = None,
     ) -> None:
+        self._curve = curve
         self.socket = context.socket(zmq.ROUTER)
         self.socket.linger = LINGER_MS
         self.socket.maxmsgsize = max_bytes  # libzmq drops a larger request before allocating
         self.socket.sndhwm = high_water_mark
-        self.socket.rcvhwm = high_water_mark
+        # A peer admitted by the ZAP authenticator (curve_authorized_keys) has one more entry
+        # ahead of its first message in the receive queue (libzmq's ZAP credential), which a
+        # one-message queue could never get past: room for it.
+        zap = curve is not None and curve.authorized is not None
+        self.socket.rcvhwm = high_water_mark + 1 if zap else high_water_mark
         # Report a peer that has gone (EHOSTUNREACH) or stopped reading (EAGAIN) when sending
         # to it, instead of dropping the message silently: the server then forgets the peer.
         self.socket.router_mandatory = 1
@@ -261,11 +281,17 @@ class BoundFront:
         self.socket.heartbeat_ivl = ms(idle_timeout)
         self.socket.heartbeat_timeout = ms(idle_timeout)
         self.socket.ipv6 = ":" in host
+        self._auth = None
+        if curve is not None:
+            curve.apply_to_server(self.socket)
+            self._auth = curve.start_authenticator(context)  # before bind: no unchecked client
+        #: Reports failed handshakes (plaintext against CURVE, unknown keys, not ZeroMQ).
+        self.monitor = self.socket.get_monitor_socket(HANDSHAKE_FAILED)
         endpoint = tcp_endpoint(host, port)
         try:
             self.socket.bind(endpoint)
         except zmq.ZMQError as exc:
-            self.socket.close(linger=0)
+            self.close(linger=0)
             raise OSError(exc.errno, f"cannot bind {endpoint}: {exc.strerror}") from None
         # The real endpoint: with port 0 the OS picked the port.
         self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -276,6 +302,8 @@ class BoundFront:
         self._outbox_bytes: dict[bytes, int] = {}
         self._dropped = 0  # replies dropped since the last warning
         self._warned = 0.0
+        self._refused: dict[str, int] = {}  # failed handshakes of each kind since its warning
+        self._refused_warned: dict[str, float] = {}
 
     def accepting(self, room: int) -> bool:
         return room > 0 and not self._stopping
@@ -351,8 +379,45 @@ class BoundFront:
     def receiving_done(self) -> bool:
         return self._stopping
 
-    def close(self) -> None:
-        self.socket.close()
+    def close(self, linger: int | None = None) -> None:
+        self.socket.disable_monitor()
+        self.monitor.close(linger=0)
+        self.socket.close(linger)
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+
+    def note_handshakes(self) -> None:
+        """Read the monitor: log failed handshakes, one line per kind per WARN_INTERVAL."""
+        while self.monitor.poll(0):
+            message = recv_monitor_message(self.monitor)
+            kind = self._handshake_failure(message["event"], message["value"])
+            self._refused[kind] = self._refused.get(kind, 0) + 1
+            now = monotonic()
+            if now - self._refused_warned.get(kind, -WARN_INTERVAL) < WARN_INTERVAL:
+                continue
+            self._refused_warned[kind] = now
+            log.warning(
+                "srpc zmq: refused a connection: %s (%d such connection(s) since the last "
+                "warning); nothing it sent was run",
+                kind,
+                self._refused.pop(kind),
+            )
+
+    def _handshake_failure(self, event: int, value: int) -> str:
+        curve = self._curve is not None
+        if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            return "a CURVE client key not in [srpc.zmq] curve_authorized_keys"
+        if (
+            event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+        ):
+            if curve:
+                return "a plaintext client (this server requires CURVE)"
+            return "a CURVE client (this server does not use CURVE)"
+        if curve and event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+            return "a failed CURVE handshake (the client has a wrong curve_server_key?)"
+        return "a connection closed during the ZeroMQ handshake (a peer not speaking ZeroMQ?)"
 
     def _refuse(self, frames: list[bytes]) -> None:
         self._note_dropped(malformed=True)
@@ -410,6 +475,7 @@ class ZmqListener(Listener):
         poller = zmq.Poller()
         poller.register(self._pool.socket, zmq.POLLIN)
         poller.register(self._waker, zmq.POLLIN)
+        poller.register(self._front.monitor, zmq.POLLIN)
         drained = False
         try:
             drained = self._loop(poller)
@@ -443,6 +509,8 @@ class ZmqListener(Listener):
     def _handle(self, events: dict[object, int], room: int) -> None:
         if self._waker.fileno() in events:  # a Poller reports it by its file descriptor
             self._waker.drain()
+        if self._front.monitor in events:
+            self._front.note_handshakes()
         if self._front.waiting:
             for peer in self._front.flush():
                 self._peers.done(peer, self._pending.drop(peer))
@@ -496,6 +564,7 @@ class ZmqListener(Listener):
 __all__ = [
     "ASYNC_SIGNALS",
     "FLUSH_RETRY",
+    "HANDSHAKE_FAILED",
     "LINGER_MS",
     "SERVING_POLL",
     "STOPPING_POLL",
