@@ -6,12 +6,15 @@ connection, with each protection against the same transport without it, in the s
 
 Variants: ``tcp``, ``tcp+secret`` (``[srpc.auth]``: proofs in the hello, every request and
 response sealed with a per-session HMAC tag), ``tcp+tls`` (certificates made by trustme for
-this run), ``zmq``, ``zmq+secret``. Each variant is a server process serving the calculator
-of examples/calc; the client makes sequential ``add(i, 1)`` calls after a warm-up, every call
-timed on its own; rows take turns in blocks so background load hits them alike. "new
-connection" is the median time of a fresh client's first call (connect, TLS handshake, the
-hello with its proofs, the call) over ``--connections`` fresh clients. The secret, the
-certificates and the config files live in a temporary directory.
+this run), ``zmq``, ``zmq+secret``, ``zmq+curve`` (``[srpc.zmq]`` CURVE with a key pair made
+by ``srpc keygen`` for this run and ``curve_authorized_keys``, so pyzmq's authenticator checks
+every new connection; server and client share the one key pair). Each variant is a server
+process serving the calculator of examples/calc; the client makes sequential ``add(i, 1)``
+calls after a warm-up, every call timed on its own; rows take turns in blocks so background
+load hits them alike. "new connection" is the median time of a fresh client's first call
+(connect, TLS or CURVE handshake, the hello with its proofs, the call) over ``--connections``
+fresh clients. The secret, the certificates, the keys and the config files live in a temporary
+directory.
 """
 
 from __future__ import annotations
@@ -41,6 +44,11 @@ VARIANTS: dict[str, tuple[str, str]] = {
     ),
     "zmq": ("zmq", ""),
     "zmq+secret": ("zmq", '[srpc.auth]\nsecret_file = "{secret}"\n'),
+    "zmq+curve": (
+        "zmq",
+        '[srpc.zmq]\ncurve_secret_key_file = "{dir}/bench.key"\n'
+        'curve_server_key = "{dir}/bench.pub"\ncurve_authorized_keys = "{dir}/authorized.txt"\n',
+    ),
 }
 
 
@@ -141,6 +149,11 @@ def main() -> None:
             cert = ca.issue_cert("srpc.test")
             cert.cert_chain_pems[0].write_to_path(str(directory / "server.pem"))
             cert.private_key_pem.write_to_path(str(directory / "server.key"))
+        if any("curve" in name for name in names):
+            from srpc_core.tools.srpc_keygen import keygen
+
+            public = keygen("bench", directory)[2]
+            (directory / "authorized.txt").write_text(public + "\n")
         rows = [Row(name, write_config(directory, name, secret)) for name in names]
         try:
             for row in rows:  # warm-up
