@@ -88,6 +88,9 @@ class _BaseClient:
         self.service = read_interface(interface)
         self._plugins = plugins or get_plugins()
         self._codec, self._transport = self._plugins.for_config(cfg)
+        #: Stream transports hand a large reply over as the bytearray it was read into; a
+        #: codec that does not say it decodes one (srpc's own do) gets bytes.
+        self._bytes_only = not getattr(self._codec, "decodes_bytearray", False)
         #: How each procedure's arguments and result are converted (InterfaceError here for
         #: an annotation srpc cannot carry).
         self._plans = plan_service(self.service, self._codec, self._plugins.type_adapters())
@@ -208,6 +211,8 @@ class _BaseClient:
     def _unseal(self, reply: bytes, keys: CallKeys | None) -> bytes:
         """A response without its tag, checked (with a shared secret); control messages
         (errors, which the server cannot seal) as they are."""
+        if type(reply) is bytearray and self._bytes_only:
+            reply = bytes(reply)
         if keys is None or protocol.is_control(reply):
             return reply
         body, tag = reply[:-TAG_BYTES], reply[-TAG_BYTES:]

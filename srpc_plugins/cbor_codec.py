@@ -46,7 +46,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from email.message import Message
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn, cast
 
 from srpc_core.codec import Codec
 from srpc_core.errors import DecodeError, EncodeError, MissingDependencyError
@@ -112,6 +112,9 @@ class CborCodec(Codec):
     #: What `srpc plugins` checks for (see docs/plugins.md).
     requires = {"cbor2": "pip install 'srpclib[cbor]'"}
     value_types = (type(None), bool, int, float, str, bytes, list, dict, datetime.datetime)
+    #: `decode` takes a bytearray as well as bytes (how stream transports hand over a large
+    #: message, read in place), without copying it first.
+    decodes_bytearray = True
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         checked = PluginOptions.wrap(options, self.name).check(OPTIONS)
@@ -153,7 +156,9 @@ class CborCodec(Codec):
     def decode(self, data: bytes) -> Any:
         if len(data) > self._max_containers:  # a message this short cannot exceed the budget
             self._check_containers(data)
-        stream = io.BytesIO(data)
+        # A bytearray (a large message, as the stream transports receive it) is read in place:
+        # io.BytesIO would copy it whole first (it shares only a bytes object's memory).
+        stream = io.BytesIO(data) if type(data) is bytes else cast(IO[bytes], _BufferReader(data))
         decoder = self._cbor2.CBORDecoder(
             stream,
             tag_hook=_refuse_unknown_tag,
@@ -177,10 +182,6 @@ class CborCodec(Codec):
     def _check_containers(self, data: bytes) -> None:
         """Refuse a message of more than `max_containers` arrays and maps, before decoding."""
         budget = self._max_containers
-        # Every array and map starts with one of CONTAINER_HEADS: counting those bytes is an
-        # upper bound (strings and numbers may hold them too), found at C speed.
-        if len(data) - len(data.translate(None, CONTAINER_HEADS)) <= budget:
-            return
         if _count_containers(data, budget) > budget:
             raise DecodeError(
                 f"not accepted: the message holds more than {budget} arrays and maps "
@@ -217,15 +218,25 @@ class CborCodec(Codec):
 _ARGUMENT_BYTES = {24: 1, 25: 2, 26: 4, 27: 8}
 
 
+#: How many items `_count_containers` looks at before it tries an upper bound at C speed.
+_QUICK_WALK = 4096
+
+
 def _count_containers(data: bytes, budget: int) -> int:
     """How many arrays and maps `data` holds (stopping once past `budget`).
 
     A linear walk over the items' heads that skips the contents of strings: items nest, but
-    every head is visited in order, so no stack is needed. Malformed input ends the count (the
-    decoder reports it).
+    every head is visited in order, so no stack is needed, and a message of a few large
+    strings is over at once. A message of many small items would make the walk slow, so after
+    `_QUICK_WALK` items it first tries an upper bound at C speed: every array and map starts
+    with one of `CONTAINER_HEADS`, so the count of those bytes (strings and numbers may hold
+    them too) bounds the count. Malformed input ends the count (the decoder reports it).
     """
-    count, position, end = 0, 0, len(data)
+    count, position, end, steps = 0, 0, len(data), 0
     while position < end:
+        steps += 1
+        if steps == _QUICK_WALK and end - len(data.translate(None, CONTAINER_HEADS)) <= budget:
+            return count  # cannot exceed it
         head = data[position]
         major, info = head >> 5, head & 0x1F
         position += 1
@@ -244,6 +255,35 @@ def _count_containers(data: bytes, budget: int) -> int:
         elif major in (2, 3) and info != 31:
             position += argument  # a definite string: skip its bytes
     return count
+
+
+class _BufferReader:
+    """The file cbor2's decoder reads from, over a bytes-like object without copying it: each
+    read copies out only the bytes it returns (what io.BytesIO does for a bytes object)."""
+
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        self._view = memoryview(data)
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        start = self._position
+        end = len(self._view) if size < 0 else min(start + size, len(self._view))
+        self._position = end
+        return self._view[start:end].tobytes()
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = (0, self._position, len(self._view))[whence]
+        self._position = max(0, base + offset)
+        return self._position
 
 
 def _major_version(distribution: str) -> int:

@@ -60,6 +60,9 @@ class JsonCodec(Codec):
     """JSON via the standard library's C-accelerated encoder and decoder."""
 
     name = "json"
+    #: `decode` takes a bytearray as well as bytes (how stream transports hand over a large
+    #: message, read in place), without copying it first.
+    decodes_bytearray = True
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         checked = PluginOptions.wrap(options, self.name).check(OPTIONS)

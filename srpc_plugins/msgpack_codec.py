@@ -87,6 +87,9 @@ class MsgpackCodec(Codec):
 
     name = "msgpack"
     value_types = (type(None), bool, int, float, str, bytes, list, dict)
+    #: `decode` takes a bytearray as well as bytes (how stream transports hand over a large
+    #: message, read in place), without copying it first.
+    decodes_bytearray = True
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         checked = PluginOptions.wrap(options, self.name).check(OPTIONS)
