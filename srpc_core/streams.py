@@ -25,6 +25,7 @@ import struct
 import sys
 import time
 from collections.abc import Callable
+from typing import cast
 
 from srpc_core import protocol
 from srpc_core.errors import (
@@ -41,10 +42,11 @@ from srpc_core.transport import Channel, Handler, answer
 log = logging.getLogger("srpc.streams")
 HEADER = struct.Struct(">I")
 _unpack = HEADER.unpack
-#: Below this, header and body go out in one system call; above it, copying them together
-#: would cost more than the second call.
+#: Below this, header and body are copied together and go out in one system call, and a
+#: message is received as `bytes`; above it, they go out together with `sendmsg` (no copy),
+#: and a message is read in place into the `bytearray` it is handed over as.
 SMALL_MESSAGE = 64 * 1024
-#: The most bytes read (or written) at a time once a message arrives in pieces: memory follows
+#: The read buffer a large message starts with; it doubles as the bytes arrive: memory follows
 #: the bytes that arrived, never the length a peer announced.
 CHUNK = 256 * 1024
 
@@ -77,11 +79,23 @@ def send_frame(sock: socket.socket, message: bytes) -> None:
     try:
         if len(message) < SMALL_MESSAGE:
             sock.sendall(HEADER.pack(len(message)) + message)
-        else:
+        elif type(sock) is ssl.SSLSocket or not _SENDMSG:  # TLS sockets have no sendmsg
             sock.sendall(HEADER.pack(len(message)))
             sock.sendall(message)
+        else:  # header and body in one system call, without copying them together
+            sent = sock.sendmsg([HEADER.pack(len(message)), message])
+            if sent < len(message) + HEADER.size:  # interrupted: the rest as it goes
+                _send_rest(sock, message, sent)
     except BlockingIOError:  # a kernel timeout (see set_timeout) ran out
         raise TimeoutError("timed out") from None
+
+
+def _send_rest(sock: socket.socket, message: bytes, sent: int) -> None:
+    """What `sendmsg` left of the header (`sent` bytes of it and `message` went) and message."""
+    if sent < HEADER.size:
+        sock.sendall(HEADER.pack(len(message))[sent:])
+        sent = HEADER.size
+    sock.sendall(memoryview(message)[sent - HEADER.size :])
 
 
 def recv_frame(sock: socket.socket, max_bytes: int, timeout: float | None = None) -> bytes | None:
@@ -94,8 +108,13 @@ def recv_frame(sock: socket.socket, max_bytes: int, timeout: float | None = None
 
     Memory follows the bytes that arrived: a peer that announces 16 MiB and sends one byte costs
     one byte (plus a read buffer of at most `CHUNK`), never the length it announced.
+
+    Always `bytes`. (`StreamChannel` and `StreamListener` receive a message longer than
+    `SMALL_MESSAGE` as the `bytearray` it was read into, saving a copy; this function, kept
+    for plugins, copies it into `bytes`.)
     """
-    return _recv_frame(sock, max_bytes, None, timeout, None)
+    message = _recv_frame(sock, max_bytes, None, timeout, None)
+    return message if message is None or type(message) is bytes else bytes(message)
 
 
 def _recv_frame(
@@ -104,13 +123,15 @@ def _recv_frame(
     check_header: Callable[[bytes], None] | None,
     timeout: float | None,
     expires: float | None,
-) -> bytes | None:
+) -> bytes | bytearray | None:
     """`recv_frame`, checking the header with `check_header` first, and with `expires` (a
     `time.monotonic` moment) as the deadline of the whole message when it is given.
 
     The common case costs two system calls: one read for the header and one for the body,
     which has usually arrived with it. Only a read that comes back short takes the road that
-    tracks the deadline (`_recv_rest`).
+    tracks the deadline (`_recv_rest`). A body longer than `SMALL_MESSAGE` is read into a
+    `bytearray` that grows with the bytes that arrived (`_recv_large`) and returned as it is:
+    the codecs srpc ships decode it without a copy to `bytes` first.
     """
     try:
         header = sock.recv(4)
@@ -129,13 +150,17 @@ def _recv_frame(
         raise OversizedFrameError(size, header)
     if not size:
         return b""
+    if size > SMALL_MESSAGE:
+        if expires is None and timeout is not None:
+            expires = time.monotonic() + timeout  # the message has begun
+        return _recv_large(sock, size, expires, timeout)
     deadline = expires is not None or timeout is not None
     dontwait = _DONTWAIT if type(sock) is not ssl.SSLSocket else None
     try:
         if deadline and dontwait is not None:  # only what has arrived: no wait here
-            first = sock.recv(size if size < CHUNK else CHUNK, dontwait)
+            first = sock.recv(size, dontwait)
         else:
-            first = sock.recv(size if size < CHUNK else CHUNK)
+            first = sock.recv(size)
             if not first:
                 raise EOFError("the peer closed the connection in the middle of a message")
     except BlockingIOError:  # nothing yet (MSG_DONTWAIT), or a kernel timeout ran out
@@ -152,20 +177,69 @@ def _recv_frame(
 def _recv_rest(
     sock: socket.socket, first: bytes, size: int, expires: float | None, timeout: float | None
 ) -> bytes:
-    """`first` completed to `size` bytes, read by chunks of at most `CHUNK` as they arrive, all
+    """`first` completed to `size` bytes (at most `SMALL_MESSAGE`), read as they arrive, all
     of them by `expires` (when it is given)."""
     buffer = bytearray(first)
     while len(buffer) < size:
         if expires is not None:
             _wait_readable(sock, expires, timeout)
         try:
-            chunk = sock.recv(min(size - len(buffer), CHUNK))
+            chunk = sock.recv(size - len(buffer))
         except BlockingIOError:  # a kernel timeout ran out
             raise TimeoutError("timed out") from None
         if not chunk:
             raise EOFError("the peer closed the connection in the middle of a message")
         buffer += chunk
     return bytes(buffer)
+
+
+def _recv_large(
+    sock: socket.socket, size: int, expires: float | None, timeout: float | None
+) -> bytearray:
+    """A body of `size` bytes (more than `SMALL_MESSAGE`), all of it by `expires` (when it is
+    given), read straight into the `bytearray` returned (`recv_into`: no copy in Python).
+
+    The buffer starts at `CHUNK` bytes and doubles when full, up to `size` (the last step
+    goes to `size` when that is at most 2.5 times what arrived): memory follows the bytes that
+    arrived (at most 2.5 times them, and at least `CHUNK`), never the announced length.
+    With a deadline, reads do not wait (MSG_DONTWAIT) and a poll waits only when nothing has
+    arrived: no system call for a wait that is not needed.
+    """
+    buffer = bytearray(min(size, CHUNK))
+    view = memoryview(buffer)
+    got = 0
+    # Reads that return at once, where the deadline is kept by polling (not on TLS: OpenSSL
+    # reads the socket itself, and there the socket's Python timeout bounds each read).
+    dontwait = _DONTWAIT if expires is not None and type(sock) is not ssl.SSLSocket else None
+    try:
+        while got < size:
+            if got == len(buffer):  # full: double it (the bytes so far have arrived)
+                grown = 2 * got
+                if grown + (grown >> 2) >= size:  # the last step takes the rest at once
+                    grown = size  # (not 1 MiB, then 64 bytes more: a second realloc)
+                view.release()
+                buffer.extend(bytes(grown - got))
+                view = memoryview(buffer)
+            if dontwait is not None:
+                try:
+                    n = sock.recv_into(view[got:], 0, dontwait)
+                except BlockingIOError:  # nothing waiting: wait for it, within the deadline
+                    assert expires is not None
+                    _wait_readable(sock, expires, timeout)
+                    continue
+            else:
+                if expires is not None:
+                    _wait_readable(sock, expires, timeout)
+                try:
+                    n = sock.recv_into(view[got:])
+                except BlockingIOError:  # a kernel timeout ran out
+                    raise TimeoutError("timed out") from None
+            if not n:
+                raise EOFError("the peer closed the connection in the middle of a message")
+            got += n
+    finally:
+        view.release()
+    return buffer
 
 
 def _wait_readable(sock: socket.socket, expires: float, timeout: float | None) -> None:
@@ -184,15 +258,15 @@ def _wait_readable(sock: socket.socket, expires: float, timeout: float | None) -
     raise TimeoutError(f"the message did not arrive whole within {timeout} s of its first byte")
 
 
-def _send_by(sock: socket.socket, data: bytes, expires: float) -> None:
+def _send_by(sock: socket.socket, data: bytes | memoryview, expires: float) -> None:
     """Send `data` completely by `expires` (a peer that stops reading cannot hold us longer)."""
     if _DONTWAIT is None or type(sock) is ssl.SSLSocket:  # TLS: bounded by the socket timeout
         sock.sendall(data)
         return
     view = memoryview(data)
     while view:
-        try:
-            sent = sock.send(view[:CHUNK], _DONTWAIT)
+        try:  # as much as the socket's buffer takes now (no copy: the kernel reads the view)
+            sent = sock.send(view, _DONTWAIT)
         except BlockingIOError:
             _wait_writable(sock, expires)
             continue
@@ -212,13 +286,27 @@ def _wait_writable(sock: socket.socket, expires: float) -> None:
 def send_frame_by(sock: socket.socket, message: bytes, expires: float) -> None:
     """`send_frame`, all of it by `expires` (a `time.monotonic` moment), for messages large
     enough that a peer that stops reading could otherwise hold the sender: small ones go out
-    in one system call, as with `send_frame`."""
+    in one system call, as with `send_frame`. A large one goes out with its header in one
+    `sendmsg` (no copy of header and body together), then what the socket did not take at
+    once as it takes it."""
     if len(message) < SMALL_MESSAGE:
         send_frame(sock, message)
         return
+    header = HEADER.pack(len(message))
     try:
-        _send_by(sock, HEADER.pack(len(message)), expires)
-        _send_by(sock, message, expires)
+        if _DONTWAIT is None or not _SENDMSG or type(sock) is ssl.SSLSocket:
+            _send_by(sock, header, expires)
+            _send_by(sock, message, expires)
+            return
+        try:
+            sent = sock.sendmsg([header, message], (), _DONTWAIT)
+        except BlockingIOError:  # the socket's buffer is full: wait, then the usual road
+            sent = 0
+        if sent < HEADER.size:
+            _send_by(sock, header[sent:], expires)
+            sent = HEADER.size
+        if sent - HEADER.size < len(message):
+            _send_by(sock, memoryview(message)[sent - HEADER.size :], expires)
     except BlockingIOError:  # a kernel timeout (see set_timeout) ran out
         raise TimeoutError("timed out") from None
 
@@ -261,6 +349,8 @@ _PEEK_FLAGS = None if _MSG_DONTWAIT is None else socket.MSG_PEEK | _MSG_DONTWAIT
 #: Reads and writes that return at once, for the roads that keep a deadline: only where
 #: sockets are blocking with kernel timeouts (a Python-level socket timeout would wait first).
 _DONTWAIT = _MSG_DONTWAIT if KERNEL_TIMEOUTS else None
+#: Whether sockets have `sendmsg` (not on Windows).
+_SENDMSG = hasattr(socket.socket, "sendmsg")
 
 
 class StreamChannel(Channel):
@@ -314,7 +404,9 @@ class StreamChannel(Channel):
         if reply is None:
             raise TransportError(f"the server at {self.address} closed the connection")
         self.answered = True
-        return reply
+        # A large reply is the bytearray it was read into (no copy): srpc's client reads it
+        # as bytes (it copies it for a codec that does not say `decodes_bytearray`).
+        return cast(bytes, reply)
 
     def usable(self) -> bool:
         """False if the server closed the connection (or sent something unasked) while it was
@@ -491,7 +583,9 @@ class StreamListener(ThreadedListener[socket.socket]):
                     return  # the unread body makes the connection unusable
                 if message is None:
                     return  # the client hung up
-                reply = answer(self._handler, message, self._max_bytes)
+                # A large message is the bytearray it was read into (no copy): srpc's
+                # dispatcher reads it as bytes (see `decodes_bytearray` on the codecs).
+                reply = answer(self._handler, cast(bytes, message), self._max_bytes)
                 if len(reply) < SMALL_MESSAGE:  # one system call into the socket's buffer
                     conn.sendall(HEADER.pack(len(reply)) + reply)
                 else:  # a peer that stops reading cannot hold this thread past `timeout`
