@@ -42,12 +42,13 @@ from srpc_core.transport import Channel, Handler, answer
 log = logging.getLogger("srpc.streams")
 HEADER = struct.Struct(">I")
 _unpack = HEADER.unpack
-#: Below this, header and body are copied together and go out in one system call, and a
-#: message is received as `bytes`; above it, they go out together with `sendmsg` (no copy),
-#: and a message is read in place into the `bytearray` it is handed over as.
+#: Below this, header and body are copied together and go out in one system call; above it,
+#: they go out together with `sendmsg` (no copy).
 SMALL_MESSAGE = 64 * 1024
-#: The read buffer a large message starts with; it doubles as the bytes arrive: memory follows
-#: the bytes that arrived, never the length a peer announced.
+#: Up to this, a message is received as `bytes` (one read of at most this much, usually
+#: enough); above it, it is read in place into a `bytearray` that starts at this size and
+#: doubles as the bytes arrive, and handed over as that bytearray. Memory follows the bytes
+#: that arrived, never the length a peer announced.
 CHUNK = 256 * 1024
 
 
@@ -110,8 +111,8 @@ def recv_frame(sock: socket.socket, max_bytes: int, timeout: float | None = None
     one byte (plus a read buffer of at most `CHUNK`), never the length it announced.
 
     Always `bytes`. (`StreamChannel` and `StreamListener` receive a message longer than
-    `SMALL_MESSAGE` as the `bytearray` it was read into, saving a copy; this function, kept
-    for plugins, copies it into `bytes`.)
+    `CHUNK` as the `bytearray` it was read into, saving a copy; this function, kept for
+    plugins, copies it into `bytes`.)
     """
     message = _recv_frame(sock, max_bytes, None, timeout, None)
     return message if message is None or type(message) is bytes else bytes(message)
@@ -129,7 +130,7 @@ def _recv_frame(
 
     The common case costs two system calls: one read for the header and one for the body,
     which has usually arrived with it. Only a read that comes back short takes the road that
-    tracks the deadline (`_recv_rest`). A body longer than `SMALL_MESSAGE` is read into a
+    tracks the deadline (`_recv_rest`). A body longer than `CHUNK` is read into a
     `bytearray` that grows with the bytes that arrived (`_recv_large`) and returned as it is:
     the codecs srpc ships decode it without a copy to `bytes` first.
     """
@@ -150,7 +151,7 @@ def _recv_frame(
         raise OversizedFrameError(size, header)
     if not size:
         return b""
-    if size > SMALL_MESSAGE:
+    if size > CHUNK:
         if expires is None and timeout is not None:
             expires = time.monotonic() + timeout  # the message has begun
         return _recv_large(sock, size, expires, timeout)
@@ -177,7 +178,7 @@ def _recv_frame(
 def _recv_rest(
     sock: socket.socket, first: bytes, size: int, expires: float | None, timeout: float | None
 ) -> bytes:
-    """`first` completed to `size` bytes (at most `SMALL_MESSAGE`), read as they arrive, all
+    """`first` completed to `size` bytes (at most `CHUNK`), read as they arrive, all
     of them by `expires` (when it is given)."""
     buffer = bytearray(first)
     while len(buffer) < size:
@@ -196,7 +197,7 @@ def _recv_rest(
 def _recv_large(
     sock: socket.socket, size: int, expires: float | None, timeout: float | None
 ) -> bytearray:
-    """A body of `size` bytes (more than `SMALL_MESSAGE`), all of it by `expires` (when it is
+    """A body of `size` bytes (more than `CHUNK`), all of it by `expires` (when it is
     given), read straight into the `bytearray` returned (`recv_into`: no copy in Python).
 
     The buffer starts at `CHUNK` bytes and doubles when full, up to `size` (the last step
