@@ -89,17 +89,19 @@ class NatsServer:
             text=True,
             cwd=self.directory,
         )
-        threading.Thread(target=self._pump, daemon=True).start()
+        # Each process gets its own pump and queue: after a restart, the old process's last
+        # lines (and its end marker) must not land in the new one's queue.
+        threading.Thread(target=self._pump, args=(self.process, self.lines), daemon=True).start()
         self.port = int(self.wait_for(LISTENING).group("port"))
         self.wait_for(READY)
         self.requested_port = self.port  # a restart comes back on the same port
 
-    def _pump(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
-        for line in self.process.stdout:
+    def _pump(self, process: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
             self.output.append(line)
-            self.lines.put(line)
-        self.lines.put(None)
+            lines.put(line)
+        lines.put(None)
 
     def wait_for(self, pattern: re.Pattern[str]) -> re.Match[str]:
         while True:
