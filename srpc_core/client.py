@@ -90,7 +90,7 @@ class _BaseClient:
         self._codec, self._transport = self._plugins.for_config(cfg)
         #: Stream transports hand a large reply over as the bytearray it was read into; a
         #: codec that does not say it decodes one (srpc's own do) gets bytes.
-        self._bytes_only = not getattr(self._codec, "decodes_bytearray", False)
+        self._bytes_only = not self._codec.decodes_bytearray
         #: How each procedure's arguments and result are converted (InterfaceError here for
         #: an annotation srpc cannot carry).
         self._plans = plan_service(self.service, self._codec, self._plugins.type_adapters())

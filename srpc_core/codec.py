@@ -31,6 +31,10 @@ class Codec(ABC):
     #: (strict JSON) sets it False and refuses them with an `EncodeError`, never turning them
     #: into something else (``null``); the conformance kit checks either promise.
     nonfinite_floats: ClassVar[bool] = True
+    #: Whether `decode` accepts a `bytearray` as well as `bytes`. Stream transports read a
+    #: large message into a bytearray; a codec that says True decodes it in place, and for one
+    #: that says False (the default, safe for v0.1 codecs) srpc copies it to bytes first.
+    decodes_bytearray: ClassVar[bool] = False
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         self.options: Mapping[str, Any] = dict(options or {})

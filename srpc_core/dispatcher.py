@@ -103,7 +103,7 @@ class Dispatcher:
         self.codec = codec
         #: Stream transports hand a large request over as the bytearray it was read into; a
         #: codec that does not say it decodes one (srpc's own do) gets bytes.
-        self._bytes_only = not getattr(codec, "decodes_bytearray", False)
+        self._bytes_only = not codec.decodes_bytearray
         self.transport_name = transport_name
         plans = plan_service(service, codec, types)
         #: The ``async def`` methods of the implementation, by procedure name.
