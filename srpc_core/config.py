@@ -23,6 +23,8 @@ CONFIG_FILE_NAME = "srpc.toml"
 #: Frames carry a 4-byte length, so no message may exceed this.
 MAX_MESSAGE_BYTES_LIMIT = 2**32 - 1
 LAN_HOST = "lan"
+#: The values of ``[srpc] event_loop``: the loop srpc makes when it makes one (docs/asyncio.md).
+EVENT_LOOPS = ("asyncio", "uvloop")
 
 
 #: ``[srpc.<name>]`` tables that belong to srpc itself rather than to a transport or codec:
@@ -52,6 +54,11 @@ SETTINGS: dict[str, Option] = {
         int, minimum=1, maximum=256, help="server processes sharing the port (tcp, Linux)"
     ),
     "reflection": Option(bool, help="whether the server describes its interface to `srpc list`"),
+    "event_loop": Option(
+        str,
+        choices=EVENT_LOOPS,
+        help="the event loop srpc creates for the asyncio server started by start()",
+    ),
 }
 
 #: The keys of ``[srpc.metrics]``: ``path`` is read here (`Config.metrics_path`),
@@ -134,6 +141,10 @@ class Config:
     workers: int = 1
     #: Whether the server answers the reflection request (`srpc list`; docs/cli.md).
     reflection: bool = True
+    #: The event loop srpc creates itself (`Server.start` with ``async def`` methods):
+    #: "asyncio" (the stdlib's) or "uvloop". ``await serve()`` and the async client run on
+    #: whatever loop the application runs.
+    event_loop: str = "asyncio"
     metrics_path: str = "srpc_server_metrics.log"
     #: The ``[srpc.<name>]`` tables, by name (plugins read their own with `options`).
     tables: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -279,6 +290,7 @@ __all__ = [
     "CONFIG_ENV_VAR",
     "CONFIG_FILE_NAME",
     "CORE_TABLES",
+    "EVENT_LOOPS",
     "LAN_HOST",
     "MAX_MESSAGE_BYTES_LIMIT",
     "METRICS_OPTIONS",

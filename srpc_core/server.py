@@ -27,6 +27,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -34,9 +35,15 @@ from srpc_core import protocol, workers
 from srpc_core.auth import Authenticator
 from srpc_core.config import Config, load_config, resolve_host
 from srpc_core.dispatcher import Call, Dispatcher
-from srpc_core.errors import OversizedFrameError, SrpcError, TransportError
+from srpc_core.errors import (
+    MissingDependencyError,
+    OversizedFrameError,
+    SrpcError,
+    TransportError,
+)
 from srpc_core.interface import read_interface
 from srpc_core.observer import CallObserver, ServerInfo
+from srpc_core.options import _where
 from srpc_core.plugins import Plugins, get_plugins
 from srpc_core.signals import STOP_SIGNALS, stop_on_signals
 from srpc_core.streams import identify_protocol
@@ -139,7 +146,8 @@ class Server:
         SIGTERM stop it (calls in flight finish first); elsewhere, call `stop`.
 
         An implementation with ``async def`` methods is served by the asyncio server
-        (`serve`) on an event loop of its own.
+        (`serve`) on an event loop of its own: the stdlib's, or uvloop's with ``[srpc]
+        event_loop = "uvloop"`` (`event_loop_factory`).
 
         With ``[srpc] workers`` > 1 it forks the workers and supervises them until stopped
         (`srpc_core.workers`); then it must run in the main thread, with no other thread.
@@ -148,8 +156,12 @@ class Server:
             self._start_workers(exit_on_error)
             return
         if self.dispatcher.coroutines:
-            with stop_on_signals(self.stop):
-                asyncio.run(self._serve_async(exit_on_error, handle_signals=False))
+            try:
+                loop_factory = event_loop_factory(self.config)
+            except SrpcError as exc:
+                raise self._start_failure(exc, exit_on_error) from None
+            with stop_on_signals(self.stop), asyncio.Runner(loop_factory=loop_factory) as runner:
+                runner.run(self._serve_async(exit_on_error, handle_signals=False))
             return
         listener = self._bind_or_exit(exit_on_error)
         with stop_on_signals(self.stop):
@@ -441,6 +453,27 @@ class Server:
         )
 
 
+def event_loop_factory(config: Config) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """What makes the event loop srpc creates itself, per ``[srpc] event_loop``: None for the
+    stdlib's (asyncio's default), ``uvloop.new_event_loop`` for "uvloop".
+
+    Raises:
+        MissingDependencyError: "uvloop" is asked for and uvloop cannot be imported.
+    """
+    if config.event_loop != "uvloop":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        raise MissingDependencyError(
+            f'{_where(config.source)}[srpc] event_loop = "uvloop" needs uvloop, which is not '
+            "installed: pip install 'srpclib[uvloop]' (uvloop does not run on Windows), or set "
+            'event_loop = "asyncio"'
+        ) from None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
 def _check_implementation(interface: type, implementation: object, names: Any) -> None:
     """Every procedure is a method of the implementation: ``def`` or ``async def`` (the
     interface declares it with ``def``; an implementation may make it a coroutine), never a
@@ -500,4 +533,5 @@ def _close_observers(observers: list[CallObserver]) -> None:
 
 __all__ = [
     "Server",
+    "event_loop_factory",
 ]
