@@ -465,6 +465,11 @@ def decode_request(codec: Codec, message: bytes) -> Request | bytes:
         )
     except RecursionError:
         return control_error(f"the request is nested too deeply for codec {codec.name!r}")
+    return check_request(request)
+
+
+def check_request(request: Any) -> Request | bytes:
+    """The request a decoded message holds, or the control error (bytes) to answer instead."""
     if type(request) is not list or not 5 <= len(request) <= 6:
         if type(request) is list and len(request) == 4:
             return control_error(
@@ -527,6 +532,11 @@ def decode_response(codec: Codec, message: bytes, call_id: int, address: str) ->
         response = codec.decode(message)
     except RecursionError:
         raise ProtocolError(f"the server at {address} sent a response nested too deeply") from None
+    return read_response(response, call_id, address)
+
+
+def read_response(response: Any, call_id: int, address: str) -> tuple[bool, Any]:
+    """`decode_response` after the decoding: the outcome a decoded response holds."""
     if type(response) is list and len(response) == 3 and response[0] == call_id:
         status = response[1]
         if status == STATUS_OK:
@@ -583,6 +593,7 @@ __all__ = [
     "WireError",
     "cancel",
     "cancel_ack",
+    "check_request",
     "control_error",
     "decode_control",
     "decode_request",
@@ -601,6 +612,7 @@ __all__ = [
     "parse_hello_reply",
     "parse_reflection",
     "raise_control_error",
+    "read_response",
     "reflect",
     "reflect_mac",
     "reflection",

@@ -33,6 +33,12 @@ class Collector:
         self._stats: dict[str, ProcedureStats] = {}
         self._changed: set[str] = set()
 
+    def hot_lists(self) -> tuple[dict[str, list[float]], dict[str, list[None]]]:
+        """The pending durations and the starts, by procedure, for an observer that appends to
+        them itself (what `record` of a success and `start` do, minus a call). The dicts are
+        never resized; only `list.append` may be called on their lists."""
+        return self._pending, self._starts
+
     def start(self, procedure: str) -> None:
         """Count one call of `procedure` that started (calls of unknown procedures are not
         counted in flight: they end at once)."""
