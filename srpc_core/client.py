@@ -22,7 +22,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from time import monotonic
 from typing import Any
 
@@ -47,7 +47,7 @@ from srpc_core.errors import (
 from srpc_core.interface import Procedure, read_interface
 from srpc_core.observer import ClientInfo, ObservedMetadata, observe_call
 from srpc_core.plugins import Plugins, get_plugins
-from srpc_core.protocol import STATUS_ERROR, STATUS_OK
+from srpc_core.protocol import CONTROL_PREFIX, META_TIMEOUT_MS, STATUS_ERROR, STATUS_OK
 from srpc_core.transport import Channel, Endpoint
 
 #: First pause before an idempotent call is sent again; doubles up to `_MAX_BACKOFF`.
@@ -91,6 +91,12 @@ class _BaseClient:
         #: Stream transports hand a large reply over as the bytearray it was read into; a
         #: codec that does not say it decodes one (srpc's own do) gets bytes.
         self._bytes_only = not self._codec.decodes_bytearray
+        self._max_message_bytes = cfg.max_message_bytes
+        #: A codec may encode the requests of one session and procedure with a function of
+        #: its own, byte for byte what `encode` gives (json: `JsonCodec.request_encoder`).
+        self._request_encoder_of = getattr(self._codec, "request_encoder", None)
+        #: procedure -> (session, its request encoder or None), for `_fast_call`.
+        self._request_encoders: dict[str, tuple[str, Callable[..., bytes] | None]] = {}
         #: How each procedure's arguments and result are converted (InterfaceError here for
         #: an annotation srpc cannot carry).
         self._plans = plan_service(self.service, self._codec, self._plugins.type_adapters())
@@ -332,6 +338,33 @@ class Client(_BaseClient):
         """
         if self._observers and type(metadata) is not ObservedMetadata:
             return observe_call(self.call, self._observers, procedure, args, kwargs, metadata)
+        if metadata is None and not kwargs and self._auth is None:
+            # The common case (no shared secret, positional arguments that need no conversion,
+            # a channel used a moment ago): the road of `_call`, inlined (`_fast_call`).
+            plan = self._plans.get(procedure)
+            if plan is not None and plan.fits(args) and procedure in self._server.agreed:
+                idle = self._idle
+                try:
+                    channel, last_used = idle.pop()
+                except IndexError:
+                    pass
+                else:
+                    now = monotonic()  # the deadline starts here, as in the general road
+                    if now - last_used < _CHECK_AFTER:
+                        expires = now + self._timeout
+                        try:
+                            ok, value = self._fast_call(plan, args, channel, expires)
+                        except SessionError:
+                            self.close()  # as below
+                            ok, value = self._call(
+                                plan.procedure, args, {}, None, self._deadline(procedure, expires)
+                            )
+                        if not ok:
+                            self._raise_error(value)
+                        if type(value) in plan.result_types:
+                            return value
+                        return plan.result_from_wire(value)
+                    idle.append((channel, last_used))  # to be checked: the general road
         plan, wire_args, wire_kwargs = self._procedure(procedure, args, kwargs or {})
         spec = plan.procedure
         deadline = Deadline(self._timeout, procedure, self.address)
@@ -367,6 +400,80 @@ class Client(_BaseClient):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def _request_encoder(self, session: str, procedure: str) -> Callable[..., bytes] | None:
+        make = self._request_encoder_of
+        encode = None if make is None else make(session, procedure)
+        self._request_encoders[procedure] = (session, encode)
+        return encode
+
+    def _deadline(self, procedure: str, expires: float) -> Deadline:
+        return Deadline.until(expires, self._timeout, procedure, self.address)
+
+    def _fast_call(
+        self, plan: ProcedurePlan, args: tuple[Any, ...], channel: Channel, expires: float
+    ) -> tuple[bool, Any]:
+        """`_call` for the common case, on an idle `channel` that needs no check: the same
+        steps (`_budget`, `_encode`, `_unseal`, `decode_response`) inlined; whatever goes
+        wrong is handled as `_call` handles it."""
+        spec = plan.procedure
+        try:
+            call_id = next(self._ids)
+            timeout = self._timeout
+            remaining = expires - monotonic()
+            if remaining <= 0:
+                raise CallTimeoutError("")  # reworded below, as `_call` does
+            budget = timeout if timeout - remaining < 0.001 else remaining
+            session = self._server.session
+            cached = self._request_encoders.get(spec.name)
+            if cached is not None and cached[0] is session:
+                encode = cached[1]
+            else:
+                encode = self._request_encoder(session, spec.name)
+            if encode is not None:
+                message = encode(call_id, args, int(budget * 1000))
+            else:
+                message = self._codec.encode(
+                    [call_id, session, spec.name, args, {}, {META_TIMEOUT_MS: int(budget * 1000)}]
+                )
+            if len(message) > self._max_message_bytes:
+                raise FrameTooLargeError(
+                    f"the request to {spec.name}() is {len(message)} bytes, more than "
+                    f"max_message_bytes ({self._max_message_bytes})"
+                )
+            reply = channel.request(message, budget)
+            if type(reply) is bytearray and self._bytes_only:
+                reply = bytes(reply)
+            if reply[:5] == CONTROL_PREFIX:
+                response = protocol.decode_response(self._codec, reply, call_id, self.address)
+            else:
+                try:
+                    decoded = self._codec.decode(reply)
+                except RecursionError:
+                    raise ProtocolError(
+                        f"the server at {self.address} sent a response nested too deeply"
+                    ) from None
+                response = protocol.read_response(decoded, call_id, self.address)
+        except ServerUnavailableError:
+            channel.close()  # the transport knows no server took the request (NATS)
+            raise
+        except TransportError as exc:
+            channel.close()
+            if not spec.idempotent:
+                raise self._outcome_unknown(spec, exc) from None
+            deadline = self._deadline(spec.name, expires)
+            time.sleep(min(_FIRST_BACKOFF, deadline.left()))
+            return self._call(spec, args, {}, None, deadline, _FIRST_BACKOFF * 2)
+        except CallTimeoutError:
+            channel.close()
+            raise CallTimeoutError(
+                f"no reply from {self.address} to {spec.name}() within {self._timeout} s"
+            ) from None
+        except BaseException:
+            channel.close()  # its state is unknown (an oversized or malformed reply...)
+            raise
+        self._idle.append((channel, monotonic()))
+        return response
+
     def _call(
         self,
         spec: Procedure,
@@ -374,9 +481,9 @@ class Client(_BaseClient):
         kwargs: dict[str, Any],
         metadata: Mapping[str, Any] | None,
         deadline: Deadline,
+        backoff: float = _FIRST_BACKOFF,
     ) -> tuple[bool, Any]:
         """Send the request on a channel and read its response: ``(ok, result or error)``."""
-        backoff = _FIRST_BACKOFF
         while True:
             channel = self._acquire(deadline)
             try:

@@ -23,6 +23,18 @@ class Deadline:
         self.where = where
         self.expires = monotonic() + timeout
 
+    @classmethod
+    def until(
+        cls, expires: float, timeout: float, procedure: str = "", where: str = ""
+    ) -> Deadline:
+        """The deadline of a call that started at ``expires - timeout`` (a `monotonic` time)."""
+        deadline = cls.__new__(cls)
+        deadline.timeout = timeout
+        deadline.procedure = procedure
+        deadline.where = where
+        deadline.expires = expires
+        return deadline
+
     def remaining(self) -> float:
         """Seconds left; raises `CallTimeoutError` when none are."""
         left = self.expires - monotonic()

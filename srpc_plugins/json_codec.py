@@ -26,7 +26,7 @@ import json.encoder
 import json.scanner
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
 from srpc_core.codec import Codec
@@ -68,7 +68,8 @@ class JsonCodec(Codec):
         checked = PluginOptions.wrap(options, self.name).check(OPTIONS)
         super().__init__(options)
         self._max_containers: int = checked["max_containers"]
-        self._encode = _compact_encoder(self._refuse)
+        #: Compact JSON in chunks, to be joined (`_compact_encoder`).
+        self._chunks = _compact_encoder(self._refuse)
         digits: int = checked["max_int_digits"]
         if digits == sys.get_int_max_str_digits():
             decoder = json.JSONDecoder()  # int itself enforces it: the C scanner's fast path
@@ -80,13 +81,42 @@ class JsonCodec(Codec):
 
     def encode(self, message: Any) -> bytes:
         try:
-            return self._encode(message).encode()
+            return "".join(self._chunks(message, 0)).encode()
         except RecursionError as exc:  # circular or absurdly deep structures
             raise EncodeError(
                 f"codec 'json' cannot carry this value: it is circular or nested too deeply ({exc})"
             ) from None
         except ValueError as exc:  # an int beyond Python's digit limit, say
             raise EncodeError(f"codec 'json' cannot carry this value: {exc}") from None
+
+    def request_encoder(
+        self, session: str, procedure: str
+    ) -> Callable[[int, tuple[Any, ...] | list[Any], int], bytes] | None:
+        """A function ``(call_id, args, timeout_ms)`` that returns, byte for byte, what
+        `encode` returns for ``[call_id, session, procedure, args, {}, {"timeout_ms":
+        timeout_ms}]`` (a client's request: `srpc_core.protocol.encode_request`), with the
+        parts that are the same in every call encoded once. None for a subclass that encodes
+        in its own way."""
+        if type(self).encode is not JsonCodec.encode:
+            return None
+        chunks = self._chunks
+        # What the encoder writes for the two strings (`_compact_encoder`).
+        middle = "," + json.encoder.encode_basestring(session) + ","
+        middle += json.encoder.encode_basestring(procedure) + ","
+        template = "[%d" + middle.replace("%", "%%") + '%s,{},{"timeout_ms":%d}]'
+
+        def encode(call_id: int, args: tuple[Any, ...] | list[Any], timeout_ms: int) -> bytes:
+            try:
+                return (template % (call_id, "".join(chunks(args, 0)), timeout_ms)).encode()
+            except RecursionError as exc:  # as `encode` says it
+                raise EncodeError(
+                    "codec 'json' cannot carry this value: it is circular or nested too "
+                    f"deeply ({exc})"
+                ) from None
+            except ValueError as exc:
+                raise EncodeError(f"codec 'json' cannot carry this value: {exc}") from None
+
+        return encode
 
     def decode(self, data: bytes) -> Any:
         if len(data) > 2 * self._max_containers:  # shorter, it cannot exceed the budget
@@ -136,17 +166,19 @@ def _bounded_int(digits: int) -> Callable[[str], int]:
     return parse
 
 
-def _compact_encoder(default: Callable[[Any], Any]) -> Callable[[Any], str]:
-    """A function that writes compact JSON, the way `json.dumps` does it, minus the per-call
-    set-up of `JSONEncoder.encode` (it builds a new C encoder on every call)."""
+def _compact_encoder(default: Callable[[Any], Any]) -> Callable[[Any, int], Iterable[str]]:
+    """A function ``(value, 0)`` that writes compact JSON in chunks, the way `json.dumps`
+    does it, minus the per-call set-up of `JSONEncoder.encode` (it builds a new C encoder on
+    every call)."""
     make_encoder = getattr(json.encoder, "c_make_encoder", None)
     if make_encoder is None:  # no C accelerator in this Python: the portable road
-        return json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=default).encode
+        encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=default)
+        return lambda value, _: (encoder.encode(value),)
     # markers=None skips the circular-reference bookkeeping: a cycle ends in RecursionError.
-    iterencode = make_encoder(
+    iterencode: Callable[[Any, int], Iterable[str]] = make_encoder(
         None, default, json.encoder.encode_basestring, None, ":", ",", False, False, True
     )
-    return lambda value: "".join(iterencode(value, 0))
+    return iterencode
 
 
 @hookimpl
