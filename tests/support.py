@@ -183,6 +183,21 @@ def import_interface(project: Path, package: str) -> type:
     return interface
 
 
+def import_stub_module(project: Path, package: str) -> Any:
+    """Import the generated client stub module of `project` into this process (it holds
+    ``Srpc<Name>ClientStub`` and ``Srpc<Name>AsyncClientStub``). Earlier imports of the same
+    names (from another test's project) are forgotten first."""
+    stub_module = f"srpc_{package}_client_stub"
+    stale = [n for n in sys.modules if n in (package, stub_module) or n.startswith(f"{package}.")]
+    for name in stale:
+        del sys.modules[name]
+    sys.path.insert(0, str(project))
+    try:
+        return importlib.import_module(stub_module)
+    finally:
+        sys.path.remove(str(project))
+
+
 def run_client(
     project: Path, code: str, *, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:

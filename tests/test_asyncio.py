@@ -16,7 +16,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import EXAMPLES, ServerProcess, import_interface, make_project, run_client
+from support import (
+    EXAMPLES,
+    ServerProcess,
+    import_interface,
+    import_stub_module,
+    make_project,
+    run_client,
+)
 
 import srpc_core
 from srpc_core.plugins import Plugins
@@ -151,14 +158,7 @@ def server(project: Path) -> ServerProcess:
 @pytest.fixture(scope="module")
 def stubs(project: Path) -> object:
     """The generated client stub module, imported into this process."""
-    sys.path.insert(0, str(project))
-    try:
-        import_interface(project, "slow")
-        import srpc_slow_client_stub
-
-        return srpc_slow_client_stub
-    finally:
-        sys.path.remove(str(project))
+    return import_stub_module(project, "slow")
 
 
 def client(stubs: object, server: ServerProcess, project: Path, **kwargs: object) -> object:

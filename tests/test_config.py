@@ -71,7 +71,7 @@ def test_argument_beats_env_var(isolated: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_overrides_beat_the_file(isolated: Path) -> None:
-    write(isolated / "srpc.toml", "[srpc]\nhost = '10.0.0.5'\nport = 6001\ntimeout = 5\n")
+    write(isolated / "srpc.toml", "[srpc]\nhost = 'localhost'\nport = 6001\ntimeout = 5\n")
     config = load_config(host="127.0.0.1", port=7000, timeout=None)
     assert (config.host, config.port, config.timeout) == ("127.0.0.1", 7000, 5.0)
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import ServerProcess, import_interface, make_project, run_client
+from support import ServerProcess, import_stub_module, make_project, run_client
 
 import srpc_core
 from srpc_core.config import load_config
@@ -114,14 +114,7 @@ def server(project: Path) -> ServerProcess:
 @pytest.fixture(scope="module")
 def stubs(project: Path) -> object:
     """The generated client stub module, imported into this process."""
-    sys.path.insert(0, str(project))
-    try:
-        import_interface(project, "loopy")
-        import srpc_loopy_client_stub
-
-        return srpc_loopy_client_stub
-    finally:
-        sys.path.remove(str(project))
+    return import_stub_module(project, "loopy")
 
 
 def async_client(stubs: object, port: int, project: Path) -> object:

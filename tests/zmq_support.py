@@ -6,13 +6,11 @@ busy until the test releases it (``hold``), so tests about slow calls need no ti
 
 from __future__ import annotations
 
-import importlib
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from support import PYTHON, child_env, make_project
+from support import PYTHON, child_env, import_stub_module, make_project
 
 PROBE_INTERFACE = '''\
 """A service that reports which server process answered."""
@@ -138,21 +136,9 @@ def port_of(url: str) -> int:
 
 
 def import_client_stub(project: Path, package: str) -> Any:
-    """Import the generated client stub class of `project` into this process.
-
-    Earlier imports of the same names (from another test's project) are forgotten first.
-    """
-    stub_module = f"srpc_{package}_client_stub"
-    stale = [n for n in sys.modules if n in (package, stub_module) or n.startswith(f"{package}.")]
-    for name in stale:
-        del sys.modules[name]
-    sys.path.insert(0, str(project))
-    try:
-        module = importlib.import_module(stub_module)
-    finally:
-        sys.path.remove(str(project))
+    """Import the generated client stub class of `project` into this process."""
     camel = "".join(part.capitalize() for part in package.split("_"))
-    return getattr(module, f"Srpc{camel}ClientStub")
+    return getattr(import_stub_module(project, package), f"Srpc{camel}ClientStub")
 
 
 def wait_for_file(path: Path, timeout: float = 20.0) -> None:
