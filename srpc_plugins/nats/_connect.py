@@ -110,11 +110,23 @@ async def open_connection(
     await _close_quietly(nc)
     last = failures[-1] if failures else None
     where = f"NATS at {servers_text(options)}"
+    sends_credentials = bool(
+        options.creds_file or options.nkey_seed_file or options.token or options.user
+    )
     if isinstance(last, AuthorizationError) or "authorization" in str(last).lower():
         raise ServerUnavailableError(
             f"{where} refused this side's credentials ({last}): check the credentials "
             "options of [srpc.nats] (creds_file, nkey_seed_file, token_env, user_env and "
             "password_env) against the NATS server's configuration"
+        )
+    if sends_credentials and isinstance(last, ConnectionResetError):
+        # A nats-server refusing credentials answers "-ERR 'Authorization Violation'" and
+        # closes; the client sometimes sees the reset before the error line.
+        raise ServerUnavailableError(
+            f"{where} reset the connection while this side was logging in ({_describe(last)}): "
+            "it most likely refused this side's credentials: check the credentials options of "
+            "[srpc.nats] (creds_file, nkey_seed_file, token_env, user_env and password_env) "
+            "against the NATS server's configuration"
         )
     if last is not None:
         raise ServerUnavailableError(
