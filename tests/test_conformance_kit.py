@@ -133,6 +133,12 @@ class NoIdleTimeoutTransport(StreamTransport):
 
 
 class KeepIdleListener(StreamListener):
+    """Neither wakes idle connections at shutdown nor notices it between messages."""
+
+    @property
+    def stopping(self):
+        return False  # (else a reply sent just before stop() can end its loop, by luck)
+
     def interrupt(self, conn):
         pass  # an idle keep-alive connection holds shutdown until the drain timeout
 
