@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import math
 import os
 import threading
 from collections import deque
@@ -39,6 +40,7 @@ from srpc_core.async_streams import AsyncStreamChannel
 from srpc_core.auth import TAG_BYTES, CallKeys
 from srpc_core.client import _CHECK_AFTER, _FIRST_BACKOFF, _MAX_BACKOFF, _BaseClient
 from srpc_core.config import Config, load_config
+from srpc_core.convert import ProcedurePlan
 from srpc_core.deadline import Deadline
 from srpc_core.errors import (
     CallTimeoutError,
@@ -52,10 +54,13 @@ from srpc_core.errors import (
 from srpc_core.interface import Procedure
 from srpc_core.observer import ObservedMetadata, observe_call_async
 from srpc_core.plugins import Plugins
+from srpc_core.protocol import CONTROL_PREFIX, STATUS_OK
 from srpc_core.transport import AsyncChannel, Channel
 
 #: Seconds a cancel message may take to go out (it is sent in the background).
 _CANCEL_TIMEOUT = 1.0
+#: Seconds early a deadline timer may fire (uvloop's clock counts milliseconds).
+_TIMER_SLACK = 0.001
 
 
 class _NotSent(TransportError):
@@ -88,6 +93,10 @@ class _Slots:
         self.used -= 1
         self._wake()
 
+    def free(self) -> bool:
+        """Whether `acquire` would return at once (no one waits before us)."""
+        return self.used < self.limit and not self._waiters
+
     def _wake(self) -> None:
         while self._waiters:
             waiter = self._waiters.popleft()
@@ -114,6 +123,14 @@ class _Connection:
         self.retired = False  # no new calls: closed once its calls have ended
         self.reader: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
+        self.loop = asyncio.get_running_loop()
+        #: The fast path's calls' deadlines (`loop.time()`), watched by one timer for them all.
+        self.expiries: dict[int, float] = {}
+        self._watch: asyncio.TimerHandle | None = None
+        self._watch_at = math.inf
+        #: Responses need no unsealing (no shared secret): `take` decodes them itself.
+        self._plain = client._auth is None
+        self._decode = client._codec.decode
 
     def start(self) -> None:
         channel = self.channel
@@ -124,6 +141,16 @@ class _Connection:
 
     def usable(self) -> bool:
         return self.broken is None and not self.retired and not self.channel.closing()
+
+    def ready(self) -> bool:
+        """Usable from this event loop, with a slot free now (for the fast path)."""
+        slots = self.client._shared.slots
+        return (
+            slots is not None
+            and slots.free()
+            and self.loop is asyncio.get_running_loop()
+            and self.usable()
+        )
 
     async def call(
         self, call_id: int, message: bytes, keys: CallKeys | None = None
@@ -148,6 +175,34 @@ class _Connection:
             if self.retired and not self.pending:
                 self.close()
 
+    def watch(self, call_id: int, expires: float) -> None:
+        """Fail the pending call `call_id` with `_Expired` at `expires` (`loop.time()`).
+
+        One timer serves every call: it is set again only for a call that ends before the
+        moment it is set for (a timer per call would cost more than the rest of the call)."""
+        self.expiries[call_id] = expires
+        if expires < self._watch_at:
+            if self._watch is not None:
+                self._watch.cancel()
+            self._watch_at = expires
+            self._watch = self.loop.call_at(expires, self._expire_due)
+
+    def _expire_due(self) -> None:
+        self._watch = None
+        soon = self.loop.time() + _TIMER_SLACK  # (loops may fire a timer a little early)
+        nearest = math.inf
+        for call_id, expires in list(self.expiries.items()):
+            if expires <= soon:
+                del self.expiries[call_id]
+                future = self.pending.get(call_id)
+                if future is not None and not future.done():
+                    future.set_exception(_Expired())
+            elif expires < nearest:
+                nearest = expires
+        self._watch_at = nearest
+        if nearest != math.inf:
+            self._watch = self.loop.call_at(nearest, self._expire_due)
+
     async def send_cancel(self, call_id: int) -> None:
         if self.usable() or self.retired:
             client = self.client
@@ -160,6 +215,22 @@ class _Connection:
     def take(self, message: bytes) -> None:
         """One message from the server: the answer to a pending call (or dropped)."""
         try:
+            if self._plain and message[:5] != CONTROL_PREFIX:
+                # The common case (a result), read here; anything else takes `_take`'s road.
+                try:
+                    response = self._decode(message)
+                except Exception:
+                    response = None
+                if (
+                    type(response) is list
+                    and len(response) == 3
+                    and response[1] == STATUS_OK
+                    and type(response[0]) is int
+                ):
+                    future = self.pending.get(response[0])
+                    if future is not None and not future.done():
+                        future.set_result((True, response[2]))
+                    return
             self._take(message)
         except Exception as exc:
             self.ended(exc)
@@ -244,6 +315,9 @@ class _Connection:
         for future in self.pending.values():
             if not future.done():
                 future.set_exception(error)
+        if self._watch is not None:  # (its calls have all ended now)
+            self._watch.cancel()
+            self._watch, self._watch_at = None, math.inf
 
 
 class _Bridge:
@@ -375,27 +449,26 @@ class AsyncClient(_BaseClient):
         the result converted to the return annotation; the whole call within `timeout`
         seconds, else `CallTimeoutError` (and the server is told to cancel it).
         """
+        if kwargs is None and metadata is None and self._auth is None and not self._observers:
+            # The common case (positional arguments that fit, an agreed procedure, an open
+            # connection with a free slot): the road of `_call`, inlined (`_fast_call`).
+            connection = self._shared.connection
+            plan = self._plans.get(procedure)
+            if (
+                connection is not None
+                and plan is not None
+                and connection.ready()
+                and plan.fits(args)
+                and procedure in self._server.agreed
+            ):
+                return await self._fast_call(plan, args, connection)
         if self._observers and type(metadata) is not ObservedMetadata:
             observers = self._observers
             return await observe_call_async(self.call, observers, procedure, args, kwargs, metadata)
         plan, wire_args, wire_kwargs = self._procedure(procedure, args, kwargs or {})
-        spec = plan.procedure
         deadline = Deadline(self._timeout, procedure, self.address)
-        try:
-            async with asyncio.timeout(deadline.remaining()):
-                try:
-                    ok, value = await self._call(spec, wire_args, wire_kwargs, metadata, deadline)
-                except SessionError:
-                    # Refused before anything ran (the server restarted with other settings):
-                    # a fresh connection and hello, and one more try, are safe.
-                    self._retire()
-                    ok, value = await self._call(spec, wire_args, wire_kwargs, metadata, deadline)
-        except TimeoutError as exc:
-            if isinstance(exc, CallTimeoutError):
-                raise
-            raise CallTimeoutError(
-                f"no reply from {self.address} to {spec.name}() within {self._timeout} s"
-            ) from None
+        spec = plan.procedure
+        ok, value = await self._call_within(spec, wire_args, wire_kwargs, metadata, deadline)
         return self._outcome(plan, ok, value)
 
     def with_options(self, *, timeout: float | None = None) -> AsyncClient:
@@ -425,6 +498,87 @@ class AsyncClient(_BaseClient):
         await self.aclose()
 
     # -- the road of a call --------------------------------------------------------------------
+
+    async def _call_within(
+        self,
+        spec: Procedure,
+        args: tuple[Any, ...] | list[Any],
+        kwargs: dict[str, Any],
+        metadata: Mapping[str, Any] | None,
+        deadline: Deadline,
+        session_retry: bool = True,
+    ) -> tuple[bool, Any]:
+        """`_call` within `deadline` (`CallTimeoutError` when it passes)."""
+        try:
+            async with asyncio.timeout(deadline.remaining()):
+                try:
+                    return await self._call(spec, args, kwargs, metadata, deadline)
+                except SessionError:
+                    if not session_retry:
+                        raise
+                    # Refused before anything ran (the server restarted with other settings):
+                    # a fresh connection and hello, and one more try, are safe.
+                    self._retire()
+                    return await self._call(spec, args, kwargs, metadata, deadline)
+        except TimeoutError as exc:
+            if isinstance(exc, CallTimeoutError):
+                raise
+            raise self._timed_out(spec.name) from None
+
+    async def _fast_call(
+        self, plan: ProcedurePlan, args: tuple[Any, ...], connection: _Connection
+    ) -> Any:
+        """`_call_within` for the common case, on a `ready` connection: the same steps
+        (a slot, `_encode`, `_Connection.call`, the deadline, `_outcome`) inlined, with one
+        timer for the deadline; whatever goes wrong is handled as the general road does."""
+        spec = plan.procedure
+        slots = self._shared.slots
+        assert slots is not None
+        loop = connection.loop
+        pending = connection.pending
+        timeout = self._timeout
+        expires = monotonic() + timeout
+        call_id = next(self._ids)
+        future: asyncio.Future[tuple[bool, Any]] = loop.create_future()
+        slots.used += 1
+        try:
+            message = self._fast_request(spec.name, call_id, args, timeout)
+            pending[call_id] = future
+            connection.watch(call_id, loop.time() + timeout)
+            await connection.channel.send(message)
+            ok, value = await future
+        except _Expired:
+            self._cancel_later(connection, call_id)
+            raise self._timed_out(spec.name) from None
+        except asyncio.CancelledError:
+            if future.cancelled() or not future.done():  # no answer yet: tell the server
+                self._cancel_later(connection, call_id)
+            raise
+        except SessionError:
+            self._retire()  # as `_call_within`: a fresh hello, and one more try
+            deadline = Deadline.until(expires, timeout, spec.name, self.address)
+            ok, value = await self._call_within(spec, args, {}, None, deadline, False)
+        except ServerUnavailableError:
+            raise
+        except TransportError as exc:
+            if not spec.idempotent:
+                raise self._outcome_unknown(spec, exc) from None
+            deadline = Deadline.until(expires, timeout, spec.name, self.address)
+            ok, value = await self._call_within(spec, args, {}, None, deadline)
+        finally:
+            connection.expiries.pop(call_id, None)
+            pending.pop(call_id, None)
+            slots.release()
+            if connection.retired and not pending:
+                connection.close()
+        if ok:
+            return value if type(value) in plan.result_types else plan.result_from_wire(value)
+        self._raise_error(value)
+
+    def _timed_out(self, procedure: str) -> CallTimeoutError:
+        return CallTimeoutError(
+            f"no reply from {self.address} to {procedure}() within {self._timeout} s"
+        )
 
     async def _call(
         self,
@@ -561,6 +715,10 @@ class AsyncClient(_BaseClient):
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(_quietly(coroutine))
         self._shared.background.add(task)
         task.add_done_callback(self._shared.background.discard)
+
+
+class _Expired(Exception):
+    """A fast-path call's deadline passed (set on its future by its timer)."""
 
 
 async def _quietly(coroutine: Any) -> None:

@@ -95,7 +95,7 @@ class _BaseClient:
         #: A codec may encode the requests of one session and procedure with a function of
         #: its own, byte for byte what `encode` gives (json: `JsonCodec.request_encoder`).
         self._request_encoder_of = getattr(self._codec, "request_encoder", None)
-        #: procedure -> (session, its request encoder or None), for `_fast_call`.
+        #: procedure -> (session, its request encoder or None), for `_fast_request`.
         self._request_encoders: dict[str, tuple[str, Callable[..., bytes] | None]] = {}
         #: How each procedure's arguments and result are converted (InterfaceError here for
         #: an annotation srpc cannot carry).
@@ -213,6 +213,32 @@ class _BaseClient:
                 f"max_message_bytes ({self.config.max_message_bytes})"
             )
         return message, keys
+
+    def _fast_request(
+        self, procedure: str, call_id: int, args: tuple[Any, ...], budget: float
+    ) -> bytes:
+        """`_encode` for the fast paths (no secret, no metadata but the deadline): with the
+        codec's request encoder for this session and procedure when it has one."""
+        session = self._server.session
+        cached = self._request_encoders.get(procedure)
+        if cached is not None and cached[0] is session:
+            encode = cached[1]
+        else:
+            make = self._request_encoder_of
+            encode = None if make is None else make(session, procedure)
+            self._request_encoders[procedure] = (session, encode)
+        if encode is not None:
+            message: bytes = encode(call_id, args, int(budget * 1000))
+        else:
+            message = self._codec.encode(
+                [call_id, session, procedure, args, {}, {META_TIMEOUT_MS: int(budget * 1000)}]
+            )
+        if len(message) > self._max_message_bytes:
+            raise FrameTooLargeError(
+                f"the request to {procedure}() is {len(message)} bytes, more than "
+                f"max_message_bytes ({self._max_message_bytes})"
+            )
+        return message
 
     def _unseal(self, reply: bytes, keys: CallKeys | None) -> bytes:
         """A response without its tag, checked (with a shared secret); control messages
@@ -400,12 +426,6 @@ class Client(_BaseClient):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _request_encoder(self, session: str, procedure: str) -> Callable[..., bytes] | None:
-        make = self._request_encoder_of
-        encode = None if make is None else make(session, procedure)
-        self._request_encoders[procedure] = (session, encode)
-        return encode
-
     def _deadline(self, procedure: str, expires: float) -> Deadline:
         return Deadline.until(expires, self._timeout, procedure, self.address)
 
@@ -423,24 +443,7 @@ class Client(_BaseClient):
             if remaining <= 0:
                 raise CallTimeoutError("")  # reworded below, as `_call` does
             budget = timeout if timeout - remaining < 0.001 else remaining
-            session = self._server.session
-            cached = self._request_encoders.get(spec.name)
-            if cached is not None and cached[0] is session:
-                encode = cached[1]
-            else:
-                encode = self._request_encoder(session, spec.name)
-            if encode is not None:
-                message = encode(call_id, args, int(budget * 1000))
-            else:
-                message = self._codec.encode(
-                    [call_id, session, spec.name, args, {}, {META_TIMEOUT_MS: int(budget * 1000)}]
-                )
-            if len(message) > self._max_message_bytes:
-                raise FrameTooLargeError(
-                    f"the request to {spec.name}() is {len(message)} bytes, more than "
-                    f"max_message_bytes ({self._max_message_bytes})"
-                )
-            reply = channel.request(message, budget)
+            reply = channel.request(self._fast_request(spec.name, call_id, args, budget), budget)
             if type(reply) is bytearray and self._bytes_only:
                 reply = bytes(reply)
             if reply[:5] == CONTROL_PREFIX:

@@ -214,30 +214,45 @@ def test_the_sync_client_calls_async_methods_too(server: ServerProcess, project:
     assert result.stdout.split() == ["3", "4"], result.stderr
 
 
+#: The first call of a client opens its connection (the general road); later ones take the
+#: fast path (`AsyncClient._fast_call`): deadlines and cancellation are checked on both.
+ROADS = pytest.mark.parametrize("warm", [False, True], ids=["first-call", "open-connection"])
+
+
+@ROADS
 def test_a_deadline_cancels_an_async_method_on_the_server(
-    stubs: object, server: ServerProcess, project: Path
+    stubs: object, server: ServerProcess, project: Path, warm: bool
 ) -> None:
+    tag = f"deadline-{warm}"
+
     async def main() -> None:
         async with client(stubs, server, project) as calc:  # type: ignore[attr-defined]
-            with pytest.raises(srpc_core.CallTimeoutError):
-                await calc.with_options(timeout=0.5).hang("deadline")
+            if warm:
+                assert await calc.add(0, 0) == 0
+            with pytest.raises(srpc_core.CallTimeoutError, match=r"hang\(\) within 0.5 s"):
+                await calc.with_options(timeout=0.5).hang(tag)
             assert await calc.add(1, 2) == 3  # the connection goes on
 
     asyncio.run(main())
-    server.wait_for(re.compile("hang cancelled deadline"))
+    server.wait_for(re.compile(f"hang cancelled {tag}"))
 
 
+@ROADS
 def test_cancelling_the_task_cancels_the_call_on_the_server(
-    stubs: object, server: ServerProcess, project: Path
+    stubs: object, server: ServerProcess, project: Path, warm: bool
 ) -> None:
+    tag = f"task-{warm}"
+
     async def main() -> None:
         async with client(stubs, server, project) as calc:  # type: ignore[attr-defined]
-            task = asyncio.create_task(calc.hang("task"))
-            await asyncio.to_thread(server.wait_for, re.compile("hang started task"))
+            if warm:
+                assert await calc.add(0, 0) == 0
+            task = asyncio.create_task(calc.hang(tag))
+            await asyncio.to_thread(server.wait_for, re.compile(f"hang started {tag}"))
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            await asyncio.to_thread(server.wait_for, re.compile("hang cancelled task"))
+            await asyncio.to_thread(server.wait_for, re.compile(f"hang cancelled {tag}"))
             assert await calc.add(2, 2) == 4  # same connection, still in step
 
     asyncio.run(main())

@@ -4,6 +4,7 @@ real server process cuts the connection at chosen points; the server counts what
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
 import threading
@@ -170,6 +171,27 @@ def test_an_idempotent_call_is_sent_again(payments: tuple[ServerProcess, Cutting
         proxy.replies_to_drop = 1
         assert client.call("balance") == 2  # the first run's reply was lost: it ran twice
         assert _lines(server, "balances.log") == 2
+
+
+def test_the_async_client_runs_a_call_at_most_once_too(
+    payments: tuple[ServerProcess, CuttingProxy],
+) -> None:
+    server, proxy = payments
+    interface = import_interface(server.project, "payments")
+
+    async def main() -> None:
+        async with srpc_core.AsyncClient(interface, "127.0.0.1", proxy.port, timeout=10) as client:
+            assert await client.call("charge", ("card-1",)) == 1
+            proxy.replies_to_drop = 1  # on an open connection: the async fast path's road
+            with pytest.raises(srpc_core.TransportError, match="is unknown"):
+                await client.call("charge", ("card-2",))
+            assert _lines(server, "charges.log") == 2  # ran once, never sent again
+            assert await client.call("charge", ("card-3",)) == 3  # a new connection
+            proxy.replies_to_drop = 1
+            assert await client.call("balance") == 2  # idempotent: sent again, ran twice
+        assert _lines(server, "balances.log") == 2
+
+    asyncio.run(main())
 
 
 def test_a_connection_closed_while_idle_is_replaced_before_sending(
