@@ -12,6 +12,13 @@ Workloads, each against a fresh server process:
   (payload bytes / round-trip time, counted once, though they travel both ways).
 * **W3**: 8 client threads in one client process, each with its own connection, calling
   ``add`` as fast as they can for a fixed time; calls/s in total.
+* **W4**: one async client process, 256 calls of ``add`` in flight on one connection for a
+  fixed time (256 tasks, each calling again when its call returns); calls/s in total. Only
+  for the systems with a native async side (srpc over ``tcp``: srpc's ``AsyncClient``, which
+  matches answers to calls by id; the floor: a bare ``asyncio.Protocol`` client that matches
+  them by order). Measured on asyncio's own event loop and, when uvloop is installed, on
+  uvloop's as well (a column each); each is shown with its ratio to the floor's and to the
+  same system's W3 (the sync client's 8 threads).
 
 Also: the server's resident memory once it is ready (RSS, MiB), and its start-up time (process
 start to ready, s).
@@ -19,10 +26,13 @@ start to ready, s).
 Systems: the **floor** (a length-prefixed echo server and client on bare sockets, written with
 the standard library and nothing else: the least Python can do per round trip), **srpc** in
 every built-in transport and codec combination (tcp/zmq x json/cbor/msgpack; the metrics log
-off), **stdlib xmlrpc** (``SimpleXMLRPCServer`` with threads and HTTP/1.1 keep-alive,
-``ServerProxy``), and, when they are installed (the ``bench`` extra), **rpyc** (a
-``ThreadedServer``), **Pyro5** (its defaults: serpent, a thread pool) and **grpcio** (a
-generic handler with raw-bytes request and response bodies, so no protobuf cost is counted).
+off; the threaded server, which ``start()`` runs for plain methods), srpc over tcp with the
+**asyncio server** (the same service with ``async def`` methods, for which ``start()`` runs
+the asyncio server on asyncio's loop; a row per codec), **stdlib xmlrpc**
+(``SimpleXMLRPCServer`` with threads and HTTP/1.1 keep-alive, ``ServerProxy``), and, when
+they are installed (the ``bench`` extra), **rpyc** (a ``ThreadedServer``), **Pyro5** (its
+defaults: serpent, a thread pool) and **grpcio** (a generic handler with raw-bytes request
+and response bodies, so no protobuf cost is counted).
 Every call is checked (results and echo lengths), so a system cannot win by doing less.
 
 Method: every server and every client runs in its own process; the server is pinned to one CPU
@@ -40,6 +50,8 @@ across runs.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import importlib.util
 import json
 import os
 import platform
@@ -51,6 +63,7 @@ import sys
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,9 +72,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 SIZES = {"1KiB": 1024, "64KiB": 64 * 1024, "1MiB": 1024 * 1024}
 THREADS = 8
+IN_FLIGHT = 256  # W4: calls in flight on the async client's one connection
 HOST = "127.0.0.1"
 SRPC_COMBOS = [(t, c) for t in ("tcp", "zmq") for c in ("json", "cbor", "msgpack")]
 FLOOR = "raw socket"
+#: W4's event loops: asyncio's own, and uvloop's when it is installed.
+LOOPS = ["asyncio"] + (["uvloop"] if importlib.util.find_spec("uvloop") is not None else [])
+W4_KEYS = {"asyncio": "w4_calls_per_s", "uvloop": "w4_uvloop_calls_per_s"}
 MACHINE_NOTE = (
     "On these VMs an idle vCPU adds about 65 us to a loopback round trip, so absolute figures "
     "swing with load; compare ratios within one run."
@@ -78,10 +95,11 @@ class Profile:
     w2_seconds: float  # per payload size, at most
     w2_max_calls: dict[str, int]
     w3_seconds: float
+    w4_seconds: float  # per event loop
 
 
-DEFAULT = Profile(3, 3000, 300, 0.6, {"1KiB": 3000, "64KiB": 1000, "1MiB": 150}, 1.5)
-QUICK = Profile(1, 1000, 100, 0.25, {"1KiB": 600, "64KiB": 200, "1MiB": 30}, 0.6)
+DEFAULT = Profile(3, 3000, 300, 0.6, {"1KiB": 3000, "64KiB": 1000, "1MiB": 150}, 1.5, 1.0)
+QUICK = Profile(1, 1000, 100, 0.25, {"1KiB": 600, "64KiB": 200, "1MiB": 30}, 0.6, 0.5)
 
 
 # -- the service every system serves ----------------------------------------------------------
@@ -102,6 +120,16 @@ class Bench(BenchInterface):
         return a + b
 
     def echo(self, data: bytes) -> bytes:
+        return data
+
+
+class AsyncBench(BenchInterface):
+    """The same service with ``async def`` methods: `Server.start()` runs the asyncio server."""
+
+    async def add(self, a: int, b: int) -> int:  # type: ignore[override]
+        return a + b
+
+    async def echo(self, data: bytes) -> bytes:  # type: ignore[override]
         return data
 
 
@@ -143,11 +171,28 @@ def _floor_connection(conn: socket.socket) -> None:
         conn.close()
 
 
-def serve_srpc(transport: str, codec: str) -> None:
-    from srpc_core import Config, Server
+def srpc_config(transport: str, codec: str, port: int, event_loop: str = "asyncio") -> Any:
+    from srpc_core import Config
 
-    config = Config(transport=transport, codec=codec, host=HOST, port=0, metrics_path="")
-    server = Server(BenchInterface, Bench(), config=config)
+    # max_in_flight: what the server advertises bounds the async client (W4); the threaded
+    # server only advertises it (it answers a connection's calls one after another).
+    return Config(
+        transport=transport,
+        codec=codec,
+        host=HOST,
+        port=port,
+        metrics_path="",
+        max_in_flight=IN_FLIGHT,
+        event_loop=event_loop,
+    )
+
+
+def serve_srpc(transport: str, codec: str, asyncio_server: bool = False) -> None:
+    from srpc_core import Server
+
+    implementation = AsyncBench() if asyncio_server else Bench()
+    config = srpc_config(transport, codec, 0)
+    server = Server(BenchInterface, implementation, config=config)
     thread = threading.Thread(target=server.start, daemon=True)
     thread.start()
     if not server.wait_until_serving(30):
@@ -275,10 +320,9 @@ class FloorClient(BenchClient):
 
 class SrpcClient(BenchClient):
     def __init__(self, port: int, transport: str, codec: str) -> None:
-        from srpc_core import Client, Config
+        from srpc_core import Client
 
-        config = Config(transport=transport, codec=codec, host=HOST, port=port, metrics_path="")
-        self.client = Client(BenchInterface, config=config)
+        self.client = Client(BenchInterface, config=srpc_config(transport, codec, port))
         self.call = self.client.call
 
     def add(self, a: int, b: int) -> int:
@@ -382,16 +426,105 @@ class GrpcClient(BenchClient):
         self.channel.close()
 
 
+# -- async clients (W4): add(a, b) with many calls in flight on one connection ---------------
+
+
+class AsyncBenchClient(ABC):
+    @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def add(self, a: int, b: int) -> int: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+
+class _FloorProtocol(asyncio.Protocol):
+    """The floor's frames on asyncio; the floor server answers in order, so the answers are
+    matched to the calls by order."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.waiting: deque[asyncio.Future[bytes]] = deque()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: Any = transport
+        self.transport.get_extra_info("socket").setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+        )
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        start = 0
+        while len(buffer) - start >= 4:
+            (size,) = struct.unpack_from(">I", buffer, start)
+            end = start + 4 + size
+            if end > len(buffer):
+                break
+            self.waiting.popleft().set_result(bytes(buffer[start + 4 : end]))
+            start = end
+        del buffer[:start]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for future in self.waiting:
+            if not future.done():
+                future.set_exception(ConnectionError("the floor server closed the connection"))
+
+
+class FloorAsyncClient(AsyncBenchClient):
+    def __init__(self, port: int, event_loop: str) -> None:
+        self.port = port
+
+    async def open(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        _, self.protocol = await self.loop.create_connection(_FloorProtocol, HOST, self.port)
+
+    async def add(self, a: int, b: int) -> int:
+        future = self.loop.create_future()
+        self.protocol.waiting.append(future)
+        self.protocol.transport.write(b"\x00\x00\x00\x11A" + struct.pack(">qq", a, b))
+        result: int = struct.unpack(">q", await future)[0]
+        return result
+
+    async def close(self) -> None:
+        self.protocol.transport.close()
+
+
+class SrpcAsyncClient(AsyncBenchClient):
+    def __init__(self, port: int, event_loop: str, transport: str, codec: str) -> None:
+        from srpc_core import AsyncClient
+
+        config = srpc_config(transport, codec, port, event_loop)
+        self.client = AsyncClient(BenchInterface, config=config)
+        self.call = self.client.call
+
+    async def open(self) -> None:
+        await self.call("add", (0, 1))
+        if self.client._shared.connection is None:
+            raise AssertionError("the async client is not on one multiplexed connection")
+
+    async def add(self, a: int, b: int) -> int:
+        result: int = await self.call("add", (a, b))
+        return result
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
 @dataclass(frozen=True)
 class System:
     name: str
     serve: Callable[[], None]
     client: Callable[[int], BenchClient]
     needs: str = ""  # a module that must be importable
+    #: The async client for W4 (port, event loop); None: no W4 (no native async side).
+    async_client: Callable[[int, str], AsyncBenchClient] | None = None
 
 
 def systems() -> dict[str, System]:
-    found = [System(FLOOR, serve_floor, FloorClient)]
+    found = [System(FLOOR, serve_floor, FloorClient, async_client=FloorAsyncClient)]
     for transport, codec in SRPC_COMBOS:
         found.append(
             System(
@@ -399,6 +532,20 @@ def systems() -> dict[str, System]:
                 lambda t=transport, c=codec: serve_srpc(t, c),  # type: ignore[misc]
                 lambda port, t=transport, c=codec: SrpcClient(port, t, c),  # type: ignore[misc]
                 "zmq" if transport == "zmq" else ("cbor2" if codec == "cbor" else ""),
+                # zmq has no native async side (the async client would bridge to threads).
+                None
+                if transport != "tcp"
+                else lambda port, loop, c=codec: SrpcAsyncClient(port, loop, "tcp", c),  # type: ignore[misc]
+            )
+        )
+    for codec in ("json", "cbor", "msgpack"):
+        found.append(
+            System(
+                f"srpc tcp+{codec}, asyncio server",
+                lambda c=codec: serve_srpc("tcp", c, asyncio_server=True),  # type: ignore[misc]
+                lambda port, c=codec: SrpcClient(port, "tcp", c),  # type: ignore[misc]
+                "cbor2" if codec == "cbor" else "",
+                lambda port, loop, c=codec: SrpcAsyncClient(port, loop, "tcp", c),  # type: ignore[misc]
             )
         )
     found += [
@@ -411,17 +558,13 @@ def systems() -> dict[str, System]:
 
 
 def available(system: System) -> bool:
-    if not system.needs:
-        return True
-    import importlib.util
-
-    return importlib.util.find_spec(system.needs) is not None
+    return not system.needs or importlib.util.find_spec(system.needs) is not None
 
 
 # -- the workloads (in the client process) -----------------------------------------------------
 
 
-def run_workloads(system: System, port: int, profile: Profile) -> dict[str, float]:
+def run_workloads(system: System, port: int, profile: Profile, turn: int) -> dict[str, float]:
     results: dict[str, float] = {}
     client = system.client(port)
     try:
@@ -457,6 +600,15 @@ def run_workloads(system: System, port: int, profile: Profile) -> dict[str, floa
     finally:
         client.close()
     results["w3_calls_per_s"] = w3(system, port, profile.w3_seconds)
+    if system.async_client is not None:
+        from srpc_core import Config
+        from srpc_core.server import event_loop_factory
+
+        for loop in LOOPS[turn % len(LOOPS) :] + LOOPS[: turn % len(LOOPS)]:  # loops take turns
+            factory = event_loop_factory(Config(event_loop=loop))
+            with asyncio.Runner(loop_factory=factory) as runner:
+                rate = runner.run(w4(system, port, profile.w4_seconds, loop))
+            results[W4_KEYS[loop]] = rate
     return results
 
 
@@ -498,6 +650,39 @@ def w3(system: System, port: int, seconds: float) -> float:
     return sum(counts) / elapsed
 
 
+async def w4(system: System, port: int, seconds: float, loop: str) -> float:
+    assert system.async_client is not None
+    client = system.async_client(port, loop)
+    await client.open()
+    counts = [0] * IN_FLIGHT
+    stop = False
+
+    async def worker(n: int) -> None:
+        done = 0
+        while not stop:
+            if await client.add(done, n) != done + n:
+                raise AssertionError(f"{system.name}: wrong sum")
+            done += 1
+        counts[n] = done
+
+    try:
+        # Warm: every task's first call at once, before the clock starts.
+        sums = await asyncio.gather(*(client.add(n, 1) for n in range(IN_FLIGHT)))
+        if sums != [n + 1 for n in range(IN_FLIGHT)]:
+            raise AssertionError(f"{system.name}: wrong sums")
+        began = time.perf_counter()
+        tasks = [asyncio.create_task(worker(n)) for n in range(IN_FLIGHT)]
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            stop = True
+            await asyncio.gather(*tasks)  # the calls in flight finish, and count
+        elapsed = time.perf_counter() - began
+    finally:
+        await client.close()
+    return sum(counts) / elapsed
+
+
 # -- the orchestrator ---------------------------------------------------------------------------
 
 
@@ -530,7 +715,9 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def measure(name: str, profile: Profile, server_cpus: Any, client_cpus: Any) -> dict[str, float]:
+def measure(
+    name: str, profile: Profile, turn: int, server_cpus: Any, client_cpus: Any
+) -> dict[str, float]:
     started = time.perf_counter()
     server = spawn("server", name, server_cpus)
     try:
@@ -545,7 +732,8 @@ def measure(name: str, profile: Profile, server_cpus: Any, client_cpus: Any) -> 
             "startup_s": time.perf_counter() - started,
             "server_rss_mib": rss_mib(server.pid),
         }
-        client = spawn("client", name, client_cpus, line.split()[1], json.dumps(profile.__dict__))
+        port, settings = line.split()[1], json.dumps(profile.__dict__)
+        client = spawn("client", name, client_cpus, port, settings, str(turn))
         out, _ = client.communicate(timeout=300)
         if client.returncode != 0:
             raise RuntimeError(f"{name}: the client failed (exit {client.returncode})")
@@ -563,27 +751,37 @@ COLUMNS = [
     ("w2_64KiB_MBps", "W2 64 KiB MB/s", "higher"),
     ("w2_1MiB_MBps", "W2 1 MiB MB/s", "higher"),
     ("w3_calls_per_s", "W3 calls/s", "higher"),
+    ("w4_calls_per_s", "W4 calls/s", "higher"),
+    ("w4_uvloop_calls_per_s", "W4 uvloop calls/s", "higher"),
     ("server_rss_mib", "server RSS MiB", "lower"),
     ("startup_s", "start-up s", "lower"),
 ]
 
 
 def table(medians: dict[str, dict[str, float]]) -> str:
+    """Every measured column; a workload's figure with its ratio to the floor's, and a W4
+    figure also with its ratio to the same system's W3 (the sync client's 8 threads)."""
     floor = medians.get(FLOOR, {})
+    columns = [c for c in COLUMNS if any(c[0] in values for values in medians.values())]
     lines = [
-        "| system | " + " | ".join(title for _, title, _ in COLUMNS) + " |",
-        "|---|" + "---:|" * len(COLUMNS),
+        "| system | " + " | ".join(title for _, title, _ in columns) + " |",
+        "|---|" + "---:|" * len(columns),
     ]
     for name, values in medians.items():
         cells = []
-        for key, _, _ in COLUMNS:
+        for key, _, _ in columns:
             value = values.get(key)
             if value is None:
                 cells.append("-")
                 continue
             text = _number(value)
+            ratios = []
             if key.startswith("w") and key in floor and name != FLOOR:
-                text += f" ({value / floor[key]:.2f}x)"
+                ratios.append(f"{value / floor[key]:.2f}x")
+            if key.startswith("w4") and values.get("w3_calls_per_s"):
+                ratios.append(f"{value / values['w3_calls_per_s']:.2f}x W3")
+            if ratios:
+                text += f" ({'; '.join(ratios)})"
             cells.append(text)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -597,6 +795,15 @@ def _number(value: float) -> str:
     return f"{value:.2f}"
 
 
+def w4_loops() -> str:
+    """W4's event loops, as the output names them."""
+    if "uvloop" not in LOOPS:
+        return "asyncio's event loop (uvloop is not installed)"
+    import uvloop
+
+    return f"asyncio's event loop and uvloop {uvloop.__version__}'s (its own column)"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -606,16 +813,16 @@ def main() -> int:
     parser.add_argument("--json", metavar="PATH", help="write every measurement as JSON")
     parser.add_argument("--only", nargs="+", metavar="SYSTEM", help="run only these systems")
     parser.add_argument("--server", metavar="SYSTEM", help=argparse.SUPPRESS)
-    parser.add_argument("--client", nargs=3, metavar="X", help=argparse.SUPPRESS)
+    parser.add_argument("--client", nargs=4, metavar="X", help=argparse.SUPPRESS)
     args = parser.parse_args()
     known = systems()
     if args.server:
         known[args.server].serve()
         return 0
     if args.client:
-        name, port, profile_json = args.client
+        name, port, profile_json, turn = args.client
         profile = Profile(**json.loads(profile_json))
-        print(json.dumps(run_workloads(known[name], int(port), profile)))
+        print(json.dumps(run_workloads(known[name], int(port), profile, int(turn))))
         return 0
 
     profile = QUICK if args.quick else DEFAULT
@@ -634,7 +841,7 @@ def main() -> int:
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             try:
-                runs[name].append(measure(name, profile, server_cpus, client_cpus))
+                runs[name].append(measure(name, profile, r, server_cpus, client_cpus))
             except (RuntimeError, OSError, subprocess.TimeoutExpired, ValueError) as exc:
                 failures.setdefault(name, []).append(f"round {r + 1}: {exc}")
                 print(f"  round {r + 1}: {name} FAILED: {exc}", file=sys.stderr, flush=True)
@@ -651,8 +858,9 @@ def main() -> int:
     print()
     print(
         f"Medians of {rounds} round(s), order rotated between rounds; {where}; ratios (x) are to "
-        f"the raw socket floor of this run; {elapsed:.0f} s. Python {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs. {MACHINE_NOTE}"
+        f"the raw socket floor of this run (x W3: to the same system's W3); {elapsed:.0f} s. "
+        f"W4: {IN_FLIGHT} calls in flight on one connection, on {w4_loops()}. "
+        f"Python {platform.python_version()}, {os.cpu_count()} CPUs. {MACHINE_NOTE}"
     )
     for name, reasons in failures.items():
         print(f"FAILED {name} ({len(reasons)} of {rounds} rounds): {'; '.join(reasons)}")
@@ -664,6 +872,8 @@ def main() -> int:
                     "machine": platform.machine(),
                     "cpus": os.cpu_count(),
                     "placement": where,
+                    "w4_in_flight": IN_FLIGHT,
+                    "w4_loops": w4_loops(),
                     "rounds": rounds,
                     "profile": profile.__dict__,
                     "note": MACHINE_NOTE,
