@@ -9,7 +9,8 @@ plugin only says how to open and bind its sockets:
 * `StreamChannel`: a client channel over one connected socket;
 * `StreamListener`: a server that serves each connection in its own thread (a slow call holds
   up nobody else), like `socketserver.ThreadingTCPServer`, with a shutdown that lets calls in
-  flight finish and answer.
+  flight finish and answer; requests a client pipelines behind a slow call get threads of
+  their own (`srpc_core.pipelining`).
 
 srpc's ``tcp`` transport is built from them; so is the example plugin's ``uds`` transport.
 """
@@ -23,6 +24,7 @@ import socket
 import ssl
 import struct
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import cast
@@ -36,6 +38,7 @@ from srpc_core.errors import (
     TransportError,
 )
 from srpc_core.listeners import DEFAULT_MAX_CONNECTIONS, ThreadedListener
+from srpc_core.pipelining import Connection, Watchdog
 from srpc_core.ratelimit import LogLimiter
 from srpc_core.transport import Channel, Handler, answer
 
@@ -505,6 +508,10 @@ class StreamListener(ThreadedListener[socket.socket]):
             timeout`` for both).
         max_connections: connections served at once; past it a new connection is answered
             with a ``busy`` control error and closed. None: no limit.
+        max_in_flight: calls one connection may run at once. A connection runs its calls
+            one after another in its thread; when a client pipelines requests behind a call
+            that runs for a while, the ones waiting get threads of their own, up to this many
+            calls in all (`srpc_core.pipelining`). None or 1: one at a time (as in v0.1).
     """
 
     def __init__(
@@ -519,10 +526,12 @@ class StreamListener(ThreadedListener[socket.socket]):
         drain_timeout: float,
         message_timeout: float | None = None,
         max_connections: int | None = DEFAULT_MAX_CONNECTIONS,
+        max_in_flight: int | None = None,
     ) -> None:
         super().__init__(
             address, port, drain_timeout=drain_timeout, max_connections=max_connections
         )
+        self._watchdog = Watchdog(self._follow, max_in_flight or 1)
         self._sock = sock
         self._handler = handler
         self._max_bytes = max_bytes
@@ -564,7 +573,30 @@ class StreamListener(ThreadedListener[socket.socket]):
             if conn.family in (socket.AF_INET, socket.AF_INET6):  # EINVAL on macOS if reset
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             set_timeout(conn, self._idle_timeout)
-            timeout = self._message_timeout
+        except OSError as exc:  # reset before we began
+            log.debug("srpc: connection to %s ended: %s", self.address, exc)
+            return
+        connection = Connection(conn)
+        self._watchdog.add(connection)
+        try:
+            self._serve_requests(connection, connection.reader)
+            connection.join_followers()
+        finally:
+            self._watchdog.remove(connection)
+
+    def _follow(self, connection: Connection, generation: int) -> threading.Thread:
+        """Start a thread that reads `connection` from now on (`srpc_core.pipelining`)."""
+        thread = threading.Thread(
+            target=self._serve_requests, args=(connection, generation), daemon=True
+        )
+        thread.start()
+        return thread
+
+    def _serve_requests(self, connection: Connection, generation: int) -> None:
+        """Read requests from `connection` and answer them, while this thread is its reader."""
+        conn = connection.sock
+        timeout = self._message_timeout
+        try:
             while not self.stopping:
                 try:
                     message = _recv_frame(conn, self._max_bytes, None, timeout, None)
@@ -580,17 +612,23 @@ class StreamListener(ThreadedListener[socket.socket]):
                     )
                     foreign = identify_protocol(exc.header) is not None
                     code = protocol.Code.MISMATCH if foreign else protocol.Code.TOO_LARGE
-                    send_frame(conn, protocol.control_error(error, code))
+                    with connection.send_lock:
+                        send_frame(conn, protocol.control_error(error, code))
                     return  # the unread body makes the connection unusable
                 if message is None:
                     return  # the client hung up
+                connection.begin()
                 # A large message is the bytearray it was read into (no copy): srpc's
                 # dispatcher reads it as bytes (see `decodes_bytearray` on the codecs).
                 reply = answer(self._handler, cast(bytes, message), self._max_bytes)
-                if len(reply) < SMALL_MESSAGE:  # one system call into the socket's buffer
-                    conn.sendall(HEADER.pack(len(reply)) + reply)
-                else:  # a peer that stops reading cannot hold this thread past `timeout`
-                    send_frame_by(conn, reply, time.monotonic() + timeout)
+                reading = connection.end(generation)
+                with connection.send_lock:
+                    if len(reply) < SMALL_MESSAGE:  # one system call into the socket's buffer
+                        conn.sendall(HEADER.pack(len(reply)) + reply)
+                    else:  # a peer that stops reading cannot hold this thread past `timeout`
+                        send_frame_by(conn, reply, time.monotonic() + timeout)
+                if not reading:
+                    return  # another thread reads this connection now
         except (OSError, EOFError) as exc:  # idle timeout, reset, truncated message, shutdown
             log.debug("srpc: connection to %s ended: %s", self.address, exc)
 

@@ -81,7 +81,8 @@ class TransportSettings:
         idle_timeout: ``[srpc] idle_timeout``: seconds a server keeps a silent connection (a
             transport's own ``idle_timeout`` option, where it has one, overrides it).
         max_in_flight: ``[srpc] max_in_flight``: calls one connection may have running at
-            once (a threaded stream listener runs one at a time, which is within any limit).
+            once (a listener that runs one at a time is within any limit;
+            `srpc_core.streams.StreamListener` runs pipelined requests side by side up to it).
         reuse_port: bind with ``SO_REUSEPORT`` so several processes share the port (``[srpc]
             workers``); a transport without it ignores it (the server refuses workers there).
 

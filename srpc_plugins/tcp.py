@@ -146,6 +146,7 @@ class TcpTransport(Transport):
             drain_timeout=self.settings.timeout,
             message_timeout=self.settings.timeout,
             max_connections=self.settings.max_connections,
+            max_in_flight=self.settings.max_in_flight,
         )
         listener.tls = self.server_tls
         return listener
