@@ -20,7 +20,7 @@ This package imports pytest; nothing else in srpc imports this package.
 
 from srpc_core.testing.codecs import CodecConformance
 from srpc_core.testing.interface import ConformanceError, ConformanceInterface
-from srpc_core.testing.service import ConformanceService, ServerOnlyError
+from srpc_core.testing.service import AsyncConformanceService, ConformanceService, ServerOnlyError
 from srpc_core.testing.transports import (
     LIMIT,
     RunningServer,
@@ -33,6 +33,7 @@ from srpc_core.testing.values import SAMPLES, same
 __all__ = [
     "LIMIT",
     "SAMPLES",
+    "AsyncConformanceService",
     "CodecConformance",
     "ConformanceError",
     "ConformanceInterface",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
@@ -70,9 +71,48 @@ class ConformanceService(ConformanceInterface):
         return parties
 
 
+class AsyncConformanceService(ConformanceService):
+    """The same service with ``async def`` methods, so that `Server.start()` serves it with the
+    asyncio server (over the transport's async listener, when it has one).
+
+    `add`, `echo`, `blob`, `fail` and `block` run on the server's event loop; `rendezvous`
+    stays a plain method (it runs in the server's thread pool). `cancelled` is set when the
+    server cancels a `block` call (the client cancelled it).
+    """
+
+    def __init__(self, rendezvous_timeout: float = RENDEZVOUS_TIMEOUT) -> None:
+        super().__init__(rendezvous_timeout)
+        #: Set when a `block` call was cancelled by the server.
+        self.cancelled = threading.Event()
+
+    async def add(self, a: int, b: int) -> int:  # type: ignore[override]
+        return a + b
+
+    async def echo(self, value: Any) -> Any:
+        return value
+
+    async def blob(self, size: int) -> str:  # type: ignore[override]
+        return "x" * size
+
+    async def fail(self, kind: str, message: str) -> None:  # type: ignore[override]
+        raise _FAILURES[kind](message)
+
+    async def block(self, value: Any) -> Any:
+        self.entered.set()
+        try:
+            released = await asyncio.to_thread(self.release.wait, GATE_TIMEOUT)
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+        if not released:
+            raise TimeoutError("the conformance test never released block()")
+        return value
+
+
 __all__ = [
     "GATE_TIMEOUT",
     "RENDEZVOUS_TIMEOUT",
+    "AsyncConformanceService",
     "ConformanceService",
     "ServerOnlyError",
 ]

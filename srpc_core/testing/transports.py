@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import pytest
 
 from srpc_core import protocol
+from srpc_core.async_client import AsyncClient
 from srpc_core.client import Client
 from srpc_core.config import Config
 from srpc_core.errors import (
@@ -34,26 +35,21 @@ from srpc_core.errors import (
 )
 from srpc_core.plugins import Plugins
 from srpc_core.server import Server
+from srpc_core.testing.async_transports import AsyncTransportChecks
 from srpc_core.testing.interface import ConformanceError, ConformanceInterface
+from srpc_core.testing.limits import (
+    HANG,
+    IDLE_TIMEOUT,
+    LIMIT,
+    LONG_DRAIN,
+    NEAR_LIMIT_MARGIN,
+    PROMPT,
+    RANDOM_SEED,
+    STOP_TIMEOUT,
+)
 from srpc_core.testing.registry import CodecSpec, TransportSpec, plugins_for, registered_name
 from srpc_core.testing.service import RENDEZVOUS_TIMEOUT, ConformanceService
 from srpc_core.transport import Channel, Handler, Listener, Transport, TransportSettings
-
-#: The kit server's max_message_bytes: small enough to make "near the limit" cheap.
-LIMIT = 1 << 20
-#: How far below LIMIT the kit's largest message stays, for the fields around its payload.
-NEAR_LIMIT_MARGIN = 2048
-#: Seconds any wait in the kit may take before it counts as a hang.
-HANG = 10.0
-#: How long a test waits for the server thread to return after `stop()`.
-STOP_TIMEOUT = 20.0
-#: The idle timeout the kit sets to check that a silent connection is dropped.
-IDLE_TIMEOUT = 0.5
-#: The drain timeout of a server whose shutdown must not wait for it (only idle peers are open).
-LONG_DRAIN = 3 * HANG
-#: How soon such a shutdown must return.
-PROMPT = HANG / 2
-RANDOM_SEED = 20240229
 
 
 @dataclasses.dataclass
@@ -91,6 +87,22 @@ class RunningServer:
             plugins=self.plugins,
         )
 
+    def async_client(
+        self, *, timeout: float | None = None, max_message_bytes: int | None = None
+    ) -> AsyncClient:
+        """A new asyncio client of this server (``async with`` it, or `aclose` it)."""
+        config = self.config
+        if max_message_bytes is not None:
+            config = dataclasses.replace(config, max_message_bytes=max_message_bytes)
+        return AsyncClient(
+            ConformanceInterface,
+            self.host,
+            self.port,
+            config=config,
+            timeout=timeout,
+            plugins=self.plugins,
+        )
+
     def stop(self) -> None:
         """Stop the server and wait for `start()` to return; fail if it does not."""
         self.service.release.set()  # let any blocked call finish
@@ -109,10 +121,14 @@ def start_server(
     host: str,
     rendezvous_timeout: float = RENDEZVOUS_TIMEOUT,
     timeout: float = HANG,
+    service: ConformanceService | None = None,
 ) -> RunningServer:
     """Start the kit's server on `host`, port 0, in a background thread.
 
     `timeout` is the config's: the clients' call timeout and the listener's drain timeout.
+    `service` is what it serves (default: a new `ConformanceService`, plain methods: the
+    threaded server); an `AsyncConformanceService` has ``async def`` methods, so `start()`
+    runs the asyncio server, over the transport's async listener when it has one.
     """
     transport_name, codec_name = registered_name(transport), registered_name(codec)
     config = Config(
@@ -127,7 +143,8 @@ def start_server(
         source="the srpc conformance kit",
     )
     plugins = plugins_for(transport, codec)
-    service = ConformanceService(rendezvous_timeout)
+    if service is None:
+        service = ConformanceService(rendezvous_timeout)
     server = Server(ConformanceInterface, service, config=config, plugins=plugins)
     errors: list[BaseException] = []
     finished = threading.Event()
@@ -229,7 +246,7 @@ def connect_raw(address: str, timeout: float) -> socket.socket | None:
     return None
 
 
-class TransportConformance:
+class TransportConformance(AsyncTransportChecks):
     """Subclass it in a test module and name your transport; pytest runs every check on it::
 
         from srpc_core.testing import TransportConformance
@@ -537,7 +554,11 @@ class TransportConformance:
     # -- helpers -----------------------------------------------------------------------------
 
     def _start(
-        self, listen_host: str, options: Mapping[str, Any], timeout: float = HANG
+        self,
+        listen_host: str,
+        options: Mapping[str, Any],
+        timeout: float = HANG,
+        service: ConformanceService | None = None,
     ) -> RunningServer:
         spec = self._spec()
         try:
@@ -549,6 +570,7 @@ class TransportConformance:
                 listen_host,
                 self.rendezvous_timeout,
                 timeout,
+                service,
             )
         except ConfigError as exc:
             option = self.idle_timeout_option
