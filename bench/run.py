@@ -79,6 +79,9 @@ FLOOR = "raw socket"
 #: W4's event loops: asyncio's own, and uvloop's when it is installed.
 LOOPS = ["asyncio"] + (["uvloop"] if importlib.util.find_spec("uvloop") is not None else [])
 W4_KEYS = {"asyncio": "w4_calls_per_s", "uvloop": "w4_uvloop_calls_per_s"}
+#: A W4 figure's ratio to the W3 of the same round (same client process, seconds apart: steadier
+#: under changing load than the ratio of two medians).
+OVER_W3 = {"w4_calls_per_s": "w4_over_w3", "w4_uvloop_calls_per_s": "w4_uvloop_over_w3"}
 MACHINE_NOTE = (
     "On these VMs an idle vCPU adds about 65 us to a loopback round trip, so absolute figures "
     "swing with load; compare ratios within one run."
@@ -758,9 +761,25 @@ COLUMNS = [
 ]
 
 
+def medians_of(runs: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Each system's median of every measurement over its rounds, and of each round's W4/W3
+    (added to the rounds' results)."""
+    for results in runs.values():
+        for run in results:
+            for key, ratio in OVER_W3.items():
+                if key in run and run.get("w3_calls_per_s"):
+                    run[ratio] = run[key] / run["w3_calls_per_s"]
+    return {
+        name: {key: statistics.median(run[key] for run in results) for key in results[0]}
+        for name, results in runs.items()
+        if results
+    }
+
+
 def table(medians: dict[str, dict[str, float]]) -> str:
     """Every measured column; a workload's figure with its ratio to the floor's, and a W4
-    figure also with its ratio to the same system's W3 (the sync client's 8 threads)."""
+    figure also with its ratio to the same system's W3 (the sync client's 8 threads; the
+    median of the rounds' ratios)."""
     floor = medians.get(FLOOR, {})
     columns = [c for c in COLUMNS if any(c[0] in values for values in medians.values())]
     lines = [
@@ -778,8 +797,8 @@ def table(medians: dict[str, dict[str, float]]) -> str:
             ratios = []
             if key.startswith("w") and key in floor and name != FLOOR:
                 ratios.append(f"{value / floor[key]:.2f}x")
-            if key.startswith("w4") and values.get("w3_calls_per_s"):
-                ratios.append(f"{value / values['w3_calls_per_s']:.2f}x W3")
+            if key in OVER_W3 and OVER_W3[key] in values:
+                ratios.append(f"{values[OVER_W3[key]]:.2f}x W3")
             if ratios:
                 text += f" ({'; '.join(ratios)})"
             cells.append(text)
@@ -804,6 +823,32 @@ def w4_loops() -> str:
     return f"asyncio's event loop and uvloop {uvloop.__version__}'s (its own column)"
 
 
+def summary(rounds: int, where: str, seconds: float, loops: str, python: str, cpus: Any) -> str:
+    return (
+        f"Medians of {rounds} round(s), order rotated between rounds; {where}; ratios (x) are to "
+        f"the raw socket floor of this run (x W3: the median of each round's W4 / W3 of the same "
+        f"system); {seconds:.0f} s. W4: {IN_FLIGHT} calls in flight on one connection, on "
+        f"{loops}. Python {python}, {cpus} CPUs. {MACHINE_NOTE}"
+    )
+
+
+def show(path: str) -> None:
+    """Print the table of a run saved with --json."""
+    saved = json.loads(Path(path).read_text())
+    print(table(medians_of(saved["runs"])))
+    print()
+    print(
+        summary(
+            saved["rounds"],
+            saved["placement"],
+            saved["seconds"],
+            saved.get("w4_loops", "-"),
+            saved["python"],
+            saved["cpus"],
+        )
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -812,10 +857,16 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, help="rounds (default 3, --quick 1)")
     parser.add_argument("--json", metavar="PATH", help="write every measurement as JSON")
     parser.add_argument("--only", nargs="+", metavar="SYSTEM", help="run only these systems")
+    parser.add_argument(
+        "--table", metavar="PATH", help="print the table of a --json file, run nothing"
+    )
     parser.add_argument("--server", metavar="SYSTEM", help=argparse.SUPPRESS)
     parser.add_argument("--client", nargs=4, metavar="X", help=argparse.SUPPRESS)
     args = parser.parse_args()
     known = systems()
+    if args.table:
+        show(args.table)
+        return 0
     if args.server:
         known[args.server].serve()
         return 0
@@ -847,21 +898,13 @@ def main() -> int:
                 print(f"  round {r + 1}: {name} FAILED: {exc}", file=sys.stderr, flush=True)
                 continue
             print(f"  round {r + 1}: {name} done", file=sys.stderr, flush=True)
-    medians = {
-        name: {key: statistics.median(run[key] for run in runs[name]) for key in runs[name][0]}
-        for name in names
-        if runs[name]
-    }
+    medians = medians_of(runs)
     elapsed = time.perf_counter() - began
     print()
     print(table(medians))
     print()
-    print(
-        f"Medians of {rounds} round(s), order rotated between rounds; {where}; ratios (x) are to "
-        f"the raw socket floor of this run (x W3: to the same system's W3); {elapsed:.0f} s. "
-        f"W4: {IN_FLIGHT} calls in flight on one connection, on {w4_loops()}. "
-        f"Python {platform.python_version()}, {os.cpu_count()} CPUs. {MACHINE_NOTE}"
-    )
+    python, cpus = platform.python_version(), os.cpu_count()
+    print(summary(rounds, where, elapsed, w4_loops(), python, cpus))
     for name, reasons in failures.items():
         print(f"FAILED {name} ({len(reasons)} of {rounds} rounds): {'; '.join(reasons)}")
     if args.json:
