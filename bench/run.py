@@ -14,11 +14,13 @@ Workloads, each against a fresh server process:
   ``add`` as fast as they can for a fixed time; calls/s in total.
 * **W4**: one async client process, 256 calls of ``add`` in flight on one connection for a
   fixed time (256 tasks, each calling again when its call returns); calls/s in total. Only
-  for the systems with a native async side (srpc over ``tcp``: srpc's ``AsyncClient``, which
-  matches answers to calls by id; the floor: a bare ``asyncio.Protocol`` client that matches
-  them by order). Measured on asyncio's own event loop and, when uvloop is installed, on
-  uvloop's as well (a column each); each is shown with its ratio to the floor's and to the
-  same system's W3 (the sync client's 8 threads).
+  for the systems with a native async side: srpc over a transport that has one (``tcp``
+  today; found out by the run: a transport whose async client bridges to threads shows "-"),
+  with srpc's ``AsyncClient``, which matches answers to calls by id; the floor, with a bare
+  ``asyncio.Protocol`` client that matches them by order. Measured on asyncio's own event
+  loop and, when uvloop is installed, on uvloop's as well (a column each); each is shown with
+  its ratio to the floor's and to the same system's W3 (the sync client's 8 threads; the
+  median of the rounds' ratios).
 
 Also: the server's resident memory once it is ready (RSS, MiB), and its start-up time (process
 start to ready, s).
@@ -434,7 +436,8 @@ class GrpcClient(BenchClient):
 
 class AsyncBenchClient(ABC):
     @abstractmethod
-    async def open(self) -> None: ...
+    async def open(self) -> bool:
+        """Connect; whether the calls share one multiplexed connection (else: no W4)."""
 
     @abstractmethod
     async def add(self, a: int, b: int) -> int: ...
@@ -480,9 +483,10 @@ class FloorAsyncClient(AsyncBenchClient):
     def __init__(self, port: int, event_loop: str) -> None:
         self.port = port
 
-    async def open(self) -> None:
+    async def open(self) -> bool:
         self.loop = asyncio.get_running_loop()
         _, self.protocol = await self.loop.create_connection(_FloorProtocol, HOST, self.port)
+        return True
 
     async def add(self, a: int, b: int) -> int:
         future = self.loop.create_future()
@@ -503,10 +507,12 @@ class SrpcAsyncClient(AsyncBenchClient):
         self.client = AsyncClient(BenchInterface, config=config)
         self.call = self.client.call
 
-    async def open(self) -> None:
-        await self.call("add", (0, 1))
-        if self.client._shared.connection is None:
-            raise AssertionError("the async client is not on one multiplexed connection")
+    async def open(self) -> bool:
+        if await self.call("add", (0, 1)) != 1:
+            raise AssertionError("wrong sum")
+        # None: the transport has no native async side, and the client bridges its calls to
+        # sync channels in threads (a channel per call in flight), which is not W4.
+        return self.client._shared.connection is not None
 
     async def add(self, a: int, b: int) -> int:
         result: int = await self.call("add", (a, b))
@@ -522,7 +528,8 @@ class System:
     serve: Callable[[], None]
     client: Callable[[int], BenchClient]
     needs: str = ""  # a module that must be importable
-    #: The async client for W4 (port, event loop); None: no W4 (no native async side).
+    #: The async client for W4 (port, event loop); None, or a client whose transport has no
+    #: native async side: no W4.
     async_client: Callable[[int, str], AsyncBenchClient] | None = None
 
 
@@ -535,10 +542,7 @@ def systems() -> dict[str, System]:
                 lambda t=transport, c=codec: serve_srpc(t, c),  # type: ignore[misc]
                 lambda port, t=transport, c=codec: SrpcClient(port, t, c),  # type: ignore[misc]
                 "zmq" if transport == "zmq" else ("cbor2" if codec == "cbor" else ""),
-                # zmq has no native async side (the async client would bridge to threads).
-                None
-                if transport != "tcp"
-                else lambda port, loop, c=codec: SrpcAsyncClient(port, loop, "tcp", c),  # type: ignore[misc]
+                lambda port, loop, t=transport, c=codec: SrpcAsyncClient(port, loop, t, c),  # type: ignore[misc]
             )
         )
     for codec in ("json", "cbor", "msgpack"):
@@ -611,6 +615,8 @@ def run_workloads(system: System, port: int, profile: Profile, turn: int) -> dic
             factory = event_loop_factory(Config(event_loop=loop))
             with asyncio.Runner(loop_factory=factory) as runner:
                 rate = runner.run(w4(system, port, profile.w4_seconds, loop))
+            if rate is None:  # no native async side
+                break
             results[W4_KEYS[loop]] = rate
     return results
 
@@ -653,10 +659,14 @@ def w3(system: System, port: int, seconds: float) -> float:
     return sum(counts) / elapsed
 
 
-async def w4(system: System, port: int, seconds: float, loop: str) -> float:
+async def w4(system: System, port: int, seconds: float, loop: str) -> float | None:
+    """Calls/s with IN_FLIGHT calls in flight on one connection; None: the system's async
+    client does not multiplex one connection (its transport has no native async side)."""
     assert system.async_client is not None
     client = system.async_client(port, loop)
-    await client.open()
+    if not await client.open():
+        await client.close()
+        return None
     counts = [0] * IN_FLIGHT
     stop = False
 
