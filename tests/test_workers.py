@@ -8,6 +8,7 @@ can never leave a worker behind, even when it fails.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import re
@@ -43,12 +44,12 @@ class PidsInterface(ABC):
 
     @abstractmethod
     def hold(self, name: str) -> int:
-        \"\"\"Wait until the file $RELEASE_FILE exists; the pid.\"\"\"
+        \"\"\"Wait until the test writes into the FIFO $RELEASE_FIFO; the pid.\"\"\"
 """
 
 IMPLEMENTATION = """
 import os
-import time
+import select
 
 from pids.pids_interface import PidsInterface
 
@@ -59,10 +60,11 @@ class Pids(PidsInterface):
 
     def hold(self, name: str) -> int:
         print(f"holding {name} in {os.getpid()}", flush=True)  # the call is in flight
-        release = os.environ["RELEASE_FILE"]
-        deadline = time.monotonic() + 60  # a test that never releases cannot hang the server
-        while not os.path.exists(release) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        gate = os.open(os.environ["RELEASE_FIFO"], os.O_RDONLY | os.O_NONBLOCK)
+        try:  # readable once the test writes; 60 s at most (a failing test cannot hang it)
+            select.select([gate], [], [], 60)
+        finally:
+            os.close(gate)
         return os.getpid()
 """
 
@@ -137,12 +139,27 @@ def known_pids() -> Iterator[set[int]]:
 @pytest.fixture
 def pool(project: Path, tmp_path: Path, known_pids: set[int]) -> Iterator[tuple[Pool, Path]]:
     release = tmp_path / "release"
+    os.mkfifo(release)
     config = write_config(tmp_path)
     with ServerProcess(
-        project, "pids", config=config, env={"RELEASE_FILE": str(release)}
+        project, "pids", config=config, env={"RELEASE_FIFO": str(release)}
     ) as server:
         yield Pool(server, known_pids), release
-        release.touch()  # a held call (a failing test) may end: the server stops at once
+        open_gate(release)  # a held call (a failing test) may end: the server stops at once
+
+
+def open_gate(fifo: Path) -> None:
+    """Let every call holding on `fifo` return (none holding: nothing to do)."""
+    try:
+        gate = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # no reader: no call holds
+            return
+        raise
+    try:
+        os.write(gate, b"go")
+    finally:
+        os.close(gate)
 
 
 def pids_over_new_connections(interface: type, port: int, want: set[int]) -> set[int]:
@@ -190,7 +207,7 @@ def test_sigterm_drains_a_call_in_flight_and_every_process_exits(
     # running: nothing has answered it yet.
     refused_within(server.port, 10)
     assert thread.is_alive() and not result
-    release.touch()
+    open_gate(release)
     thread.join(30)
     assert result == {"value": holder}
     assert server.server.process.wait(15) == 0
