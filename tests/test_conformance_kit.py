@@ -13,12 +13,14 @@ from support import child_env
 pytestmark = pytest.mark.e2e  # runs the kit in a pytest process of its own (about a minute)
 
 BROKEN_PLUGINS = '''
+import asyncio
 import json
 import math
 import socket
 import threading
 
-from srpc_core import DecodeError, EncodeError, ServerUnavailableError, Transport
+from srpc_core import DecodeError, EncodeError, ServerUnavailableError, Transport, async_streams
+from srpc_core.transport import AsyncChannel
 from srpc_core.streams import StreamChannel, StreamListener, recv_frame, send_frame, set_timeout
 from srpc_core.testing import CodecConformance, TransportConformance
 from srpc_plugins.json_codec import JsonCodec
@@ -178,6 +180,89 @@ class UnguardedTransport(StreamTransport):
     listener_class = UnguardedListener
 
 
+class ChunkingChannel(async_streams.AsyncStreamChannel):
+    """Writes a large message in pieces, letting other tasks run between them: concurrent
+    sends interleave their bytes."""
+
+    async def send(self, message):
+        if len(message) < 65536:
+            return await super().send(message)
+        self.transport.write(len(message).to_bytes(4, "big"))
+        for start in range(0, len(message), 16384):
+            await asyncio.sleep(0)  # as a sender waiting for drain() between pieces would
+            self.transport.write(message[start : start + 16384])
+
+
+class InterleavingAsyncTransport(TcpTransport):
+    async def open_async_channel(self, endpoint, timeout):
+        address = self.url(endpoint.host, endpoint.port)
+        limit = self.settings.max_message_bytes
+        _, channel = await asyncio.get_running_loop().create_connection(
+            lambda: ChunkingChannel(address, limit, timeout, client=True),
+            endpoint.host,
+            endpoint.port,
+        )
+        return channel
+
+
+class UnlimitedAsyncListenerTransport(TcpTransport):
+    """Its async listener forgets max_message_bytes (the threaded one keeps it)."""
+
+    async def bind_async(self, endpoint, on_connection):
+        return await async_streams.bind_tcp(
+            endpoint.host,
+            endpoint.port,
+            on_connection,
+            url=f"tcp://{endpoint.host}:{{port}}",
+            backlog=128,
+            max_bytes=2**31,
+            message_timeout=self.settings.timeout,
+            idle_timeout=self.idle_timeout,
+            max_connections=None,
+        )
+
+
+class ForgetfulChannel(AsyncChannel):
+    """Reads in a task of its own; close() stops it, but forgets a receive() waiting."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.address = inner.address
+        self.queue = asyncio.Queue()
+        self.reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self):
+        try:
+            while True:
+                message = await self.inner.receive()
+                self.queue.put_nowait(message)
+                if message is None:
+                    return
+        except Exception as exc:
+            self.queue.put_nowait(exc)
+
+    async def send(self, message):
+        await self.inner.send(message)
+
+    async def receive(self):
+        item = await self.queue.get()
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    async def close(self):
+        self.reader.cancel()
+        await self.inner.close()
+
+    def closing(self):
+        return self.inner.closing()
+
+
+class ForgetfulCloseTransport(TcpTransport):
+    async def open_async_channel(self, endpoint, timeout):
+        return ForgetfulChannel(await super().open_async_channel(endpoint, timeout))
+
+
 class TestSloppyCodec(CodecConformance):
     codec = SloppyCodec
 
@@ -213,13 +298,25 @@ class TestUnlimitedChannelTransport(TransportConformance):
 
 class TestUnguardedTransport(TransportConformance):
     transport = UnguardedTransport
+
+
+class TestInterleavingAsyncTransport(TransportConformance):
+    transport = InterleavingAsyncTransport
+
+
+class TestUnlimitedAsyncListenerTransport(TransportConformance):
+    transport = UnlimitedAsyncListenerTransport
+
+
+class TestForgetfulCloseTransport(TransportConformance):
+    transport = ForgetfulCloseTransport
 '''
 
 
 def run_kit(tmp_path: Path) -> tuple[set[str], str]:
     (tmp_path / "test_broken_plugins.py").write_text(BROKEN_PLUGINS)
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider"],
+        [sys.executable, "-m", "pytest", "-q", "-rfs", "-p", "no:cacheprovider"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -244,9 +341,14 @@ def test_the_kit_fails_broken_plugins_and_only_where_they_are_broken(tmp_path: P
         "TestUnlimitedChannelTransport::test_the_channel_refuses_a_reply_above_its_limit",
         "TestUnguardedTransport::"
         "test_a_handler_that_raises_gets_a_control_error_and_the_listener_goes_on",
+        "TestInterleavingAsyncTransport::test_async_concurrent_sends_never_interleave",
+        "TestUnlimitedAsyncListenerTransport::"
+        "test_async_listener_refuses_a_message_above_the_limit",
+        "TestForgetfulCloseTransport::test_async_close_is_idempotent_and_wakes_a_pending_receive",
     }, output
-    # TestStrictJsonCodec and TestStreamTransport, the correct ones, fail nothing; each
-    # failure says what to do:
+    # TestStrictJsonCodec and TestStreamTransport, the correct ones, fail nothing, nor do the
+    # async checks on SerialTransport (tcp's async side) and the broken async sides outside
+    # their flaw; each failure says what to do:
     assert "transport serves calls one after another" in output
     assert "was encoded: declare its type in value_types, or refuse it" in output
     assert "nonfinite_floats is False: refuse it with an EncodeError" in output
@@ -254,3 +356,8 @@ def test_the_kit_fails_broken_plugins_and_only_where_they_are_broken(tmp_path: P
     assert "with only idle connections open, shutdown took more than" in output
     assert "raise FrameTooLargeError" in output
     assert "a handler that raised cost the client its call" in output
+    assert "so concurrent sends never interleave" in output
+    assert "receive() must raise FrameTooLargeError (OversizedFrameError) on the length" in output
+    assert "close() must wake it" in output
+    # Transports without an async side (the Stream* ones) have the async checks skipped:
+    assert "has no native async side" in output

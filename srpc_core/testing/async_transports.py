@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -66,7 +67,7 @@ HOLD, FLUSH, BIG, BYE = b"hold", b"flush", b"big", b"bye"
 def run_async(check: Callable[[], Coroutine[Any, Any, None]], limit: float = CHECK_LIMIT) -> None:
     """Run `check()` in a new event loop; fail if it is still running after `limit` seconds."""
 
-    async def bounded() -> None:
+    async def bounded() -> bool:
         scope = asyncio.timeout(limit)
         try:
             async with scope:
@@ -74,13 +75,21 @@ def run_async(check: Callable[[], Coroutine[Any, Any, None]], limit: float = CHE
         except TimeoutError:
             if not scope.expired():
                 raise
-            pytest.fail(
-                f"the check was still running after {limit} s: a send, receive, close or call "
-                "of the async side never finished (every wait of the async side must end: "
-                "within the transport's timeout, or when the connection closes)"
-            )
+            return False
+        return True
 
-    asyncio.run(bounded())
+    try:
+        finished = asyncio.run(bounded())
+    finally:
+        # The loop's garbage (transports, futures) is collected here, in the check, rather
+        # than at some later collection that may run in the middle of pytest's reporting.
+        gc.collect()
+    if not finished:
+        pytest.fail(
+            f"the check was still running after {limit} s: a send, receive, close or call "
+            "of the async side never finished (every wait of the async side must end: "
+            "within the transport's timeout, or when the connection closes)"
+        )
 
 
 async def within(awaitable: Awaitable[T], seconds: float, failure: str) -> T:
@@ -88,7 +97,8 @@ async def within(awaitable: Awaitable[T], seconds: float, failure: str) -> T:
     try:
         return await asyncio.wait_for(awaitable, seconds)
     except TimeoutError:
-        pytest.fail(f"{failure} (still waiting after {seconds} s)")
+        pass
+    pytest.fail(f"{failure} (still waiting after {seconds} s)")
 
 
 async def wait_event(event: threading.Event, failure: str, seconds: float = HANG) -> None:
@@ -478,6 +488,7 @@ class AsyncTransportChecks:
                     "whole{}: send() must write a message's length and all its bytes with no "
                     "await in between (or under a lock), so concurrent sends never interleave"
                 )
+                broke: BaseException | None = None
                 try:
                     await within(
                         asyncio.gather(*(channel.send(message) for message in sent)),
@@ -493,9 +504,13 @@ class AsyncTransportChecks:
                         if message is None:
                             break
                 except (SrpcError, OSError) as exc:
-                    pytest.fail(failure.format(f" ({exc!r}; the listener saw {running.echo.ends})"))
+                    broke = exc
                 finally:
                     await _quietly(channel.close())
+                if broke is not None:
+                    pytest.fail(
+                        failure.format(f" ({broke!r}; the listener saw {running.echo.ends})")
+                    )
                 whole = sum(message in sent for message in received)
                 assert set(received) == sent, failure.format(
                     f" ({whole} of {len(sent)} whole; the listener saw "
@@ -620,6 +635,8 @@ class AsyncTransportChecks:
                 done, _ = await asyncio.wait([pending], timeout=PROMPT)
                 if not done:
                     pending.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await pending
                     pytest.fail(
                         f"a pending receive() was still waiting {PROMPT} s after close(): "
                         "close() must wake it (it returns None or raises TransportError)"

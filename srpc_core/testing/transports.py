@@ -2,7 +2,10 @@
 
 Each test runs a real `srpc_core.Server` serving the kit's `ConformanceService` over the
 transport under test, in a background thread of the test process, and calls it with real
-`srpc_core.Client` objects.
+`srpc_core.Client` objects. A transport with a native async side is also checked through
+`srpc_core.AsyncClient` and the asyncio server, and on its `AsyncChannel` and `AsyncListener`
+alone: those checks come from `srpc_core.testing.async_transports` (which says why they are
+part of this class) and are skipped for a transport without one.
 """
 
 from __future__ import annotations
@@ -261,6 +264,9 @@ class TransportConformance(AsyncTransportChecks):
     listener, a handler that raises, silent connections dropped after the idle timeout
     (`idle_timeout_option`), shutdown letting calls in flight finish and not waiting for idle
     connections, and a clear error (never a hang) when no server is there.
+
+    With a native async side (`open_async_channel`, `bind_async`), the ``test_async_*`` checks
+    (`AsyncTransportChecks`) run it too; without one they are skipped, saying so.
 
     The server listens on `host` (override the `listen_host` fixture to compute it per test,
     e.g. a directory under ``tmp_path``) and port 0; override `raw_socket` if the kit cannot
