@@ -26,6 +26,24 @@ _request_metadata: contextvars.ContextVar[Mapping[str, Any]] = contextvars.Conte
 )
 
 
+#: Who sent the request being served, as its transport names it (set per connection).
+_request_peer: contextvars.ContextVar[str] = contextvars.ContextVar("srpc_request_peer", default="")
+
+
+def serving_peer(peer: str) -> None:
+    """Name the peer whose requests this thread or task serves from now on (transports call
+    it once per connection, before they hand it requests): ``host:port`` for a stream
+    socket, for instance. Observers read it with `request_peer`."""
+    _request_peer.set(peer)
+
+
+def request_peer() -> str:
+    """The peer of the request being served, as its transport named it with `serving_peer`,
+    or "" where the transport does not say (NATS, whose requests carry no sender). It comes
+    from the network: log it as data."""
+    return _request_peer.get()
+
+
 def request_metadata() -> Mapping[str, Any]:
     """The metadata map of the request being served (``traceparent``, ``tracestate``, the
     caller's own entries), for a `CallObserver` whose `reads_metadata` is true, from its
@@ -208,4 +226,6 @@ __all__ = [
     "observe_call",
     "observe_call_async",
     "request_metadata",
+    "request_peer",
+    "serving_peer",
 ]

@@ -42,7 +42,7 @@ from srpc_core.errors import (
     TransportError,
 )
 from srpc_core.interface import read_interface
-from srpc_core.observer import CallObserver, ServerInfo
+from srpc_core.observer import CallObserver, ServerInfo, serving_peer
 from srpc_core.options import _where
 from srpc_core.plugins import Plugins, get_plugins
 from srpc_core.signals import STOP_SIGNALS, stop_on_signals
@@ -352,6 +352,7 @@ class Server:
 
     async def _serve_connection(self, channel: AsyncChannel) -> None:
         """Serve one connection of the async listener (its `OnConnection`)."""
+        serving_peer(channel.address)  # this task's context, and its calls' (they copy it)
         peer = _Peer(channel, self.config.max_in_flight)
         self._peers.add(peer)
         reader = peer.reader = asyncio.get_running_loop().create_task(self._read(peer))

@@ -38,6 +38,7 @@ from srpc_core.errors import (
     TransportError,
 )
 from srpc_core.listeners import DEFAULT_MAX_CONNECTIONS, ThreadedListener
+from srpc_core.observer import serving_peer
 from srpc_core.pipelining import Connection, Watchdog
 from srpc_core.ratelimit import LogLimiter
 from srpc_core.transport import Channel, Handler, answer
@@ -596,6 +597,7 @@ class StreamListener(ThreadedListener[socket.socket]):
         """Read requests from `connection` and answer them, while this thread is its reader."""
         conn = connection.sock
         timeout = self._message_timeout
+        serving_peer(_peer_name(conn))  # for the call observers (the access log)
         try:
             while not self.stopping:
                 try:

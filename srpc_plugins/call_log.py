@@ -3,9 +3,10 @@
 Two call observers, through the standard `logging` module only (docs/observability.md):
 
 * `FailureLog` (always): one WARNING line per failed call on the logger ``srpc.calls``, with the
-  service, the procedure, the exception's type, the peer (``-`` where the transport does not
-  say) and the duration. At most one line per procedure and exception type per
-  `FAILURE_PERIOD` seconds: the next line says how many were held back, and the server's stop
+  service, the procedure, the exception's type, the peer (`srpc_core.observer.request_peer`:
+  ``host:port`` over tcp, ``-`` where the transport does not say) and the duration. At most
+  one line per procedure and exception type per `FAILURE_PERIOD` seconds: the next line says
+  how many were held back, and the server's stop
   writes a summary of those still held. The exception's message is not logged (it may carry
   the caller's data); the caller has it.
 * `AccessLog` (when the logger ``srpc.access`` is enabled for INFO as the server starts): one
@@ -23,7 +24,7 @@ from typing import Any
 
 from srpc_core.hookspecs import RegisterObserver, hookimpl
 from srpc_core.metrics import UNKNOWN_PROCEDURE
-from srpc_core.observer import CallObserver, ServerInfo
+from srpc_core.observer import CallObserver, ServerInfo, request_peer
 from srpc_core.ratelimit import RateLimiter
 
 CALLS_LOGGER = "srpc.calls"
@@ -52,14 +53,24 @@ def _shown(procedure: str, known: frozenset[str]) -> str:
     return procedure if procedure in known else f"{UNKNOWN_PROCEDURE}:{procedure[:60]!r}"
 
 
-def _extra(service: str, procedure: str, outcome: str, seconds: float) -> dict[str, Any]:
+def _extra(
+    service: str, procedure: str, outcome: str, seconds: float, peer: str | None
+) -> dict[str, Any]:
     return {
         "srpc_service": service,
         "srpc_procedure": procedure,
         "srpc_outcome": outcome,
         "srpc_duration": seconds,
-        "srpc_peer": None,
+        "srpc_peer": peer,
     }
+
+
+def _peer() -> str | None:
+    """The caller as its transport named it (`request_peer`), made safe for a log line."""
+    peer = request_peer()[:100]
+    if not peer:
+        return None
+    return peer if peer.isprintable() and " " not in peer else repr(peer)
 
 
 class FailureLog(CallObserver):
@@ -94,14 +105,16 @@ class FailureLog(CallObserver):
                 return
             self._held.pop(key, None)
         more = f" ({held} more like it held back in the last {self._limiter.period:g} s)"
+        peer = _peer()
         _calls_log.warning(
-            "srpc: call failed: service=%s procedure=%s error=%s duration_ms=%.3f peer=-%s",
+            "srpc: call failed: service=%s procedure=%s error=%s duration_ms=%.3f peer=%s%s",
             self.service,
             _shown(procedure, self.procedures),
             kind,
             seconds * 1000,
+            peer or "-",
             more if held else "",
-            extra=_extra(self.service, name, kind, seconds),
+            extra=_extra(self.service, name, kind, seconds, peer),
         )
 
     def close(self) -> None:
@@ -116,7 +129,7 @@ class FailureLog(CallObserver):
                 self.service,
                 name,
                 kind,
-                extra=_extra(self.service, name, kind, 0.0),
+                extra=_extra(self.service, name, kind, 0.0, None),
             )
 
 
@@ -131,13 +144,15 @@ class AccessLog(CallObserver):
         """Log the call."""
         outcome = "ok" if error is None else type(error).__name__
         shown = _shown(procedure, self.procedures)
+        peer = _peer()
         _access_log.info(
-            "srpc: call service=%s procedure=%s outcome=%s duration_ms=%.3f peer=-",
+            "srpc: call service=%s procedure=%s outcome=%s duration_ms=%.3f peer=%s",
             self.service,
             shown,
             outcome,
             seconds * 1000,
-            extra=_extra(self.service, shown, outcome, seconds),
+            peer or "-",
+            extra=_extra(self.service, shown, outcome, seconds, peer),
         )
 
 

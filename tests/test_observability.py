@@ -280,7 +280,11 @@ def test_access_log(project: tuple[Path, str]) -> None:
     assert len(access) == 2, lines
     assert "procedure=add outcome=ok duration_ms=" in access[0]
     assert "procedure=div outcome=ZeroDivisionError" in access[1]
+    # The caller, as the tcp transport names it: the client's address and port.
+    assert all(re.search(r" peer=127\.0\.0\.1:\d+$", line) for line in access), access
     assert any(
-        line.startswith("srpc.calls WARNING srpc: call failed:") and "procedure=div" in line
+        line.startswith("srpc.calls WARNING srpc: call failed:")
+        and "procedure=div" in line
+        and re.search(r" peer=127\.0\.0\.1:\d+$", line)
         for line in lines
-    )
+    ), lines
