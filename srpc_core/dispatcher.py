@@ -302,11 +302,31 @@ class Dispatcher:
 
     @staticmethod
     async def _with_deadline(awaitable: Awaitable[Any], expires: float | None) -> Any:
+        """Await `awaitable` in the current task; `TimeoutError` at `expires` (monotonic).
+
+        What ``asyncio.timeout_at`` does, with one timer and no context manager: that cost
+        about 4.5 us a call here, a third of the asyncio server's own work on a small call."""
         if expires is None:
             return await awaitable
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout_at(loop.time() + (expires - monotonic())):
+        task = asyncio.current_task()
+        assert task is not None
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        timer = loop.call_at(loop.time() + (expires - monotonic()), expire)
+        try:
             return await awaitable
+        except asyncio.CancelledError:
+            if expired and task.uncancel() == 0:  # ours, and no one else's cancel pending
+                raise TimeoutError from None
+            raise
+        finally:
+            timer.cancel()
 
     # -- the steps both roads share (no I/O) --------------------------------------------------
 

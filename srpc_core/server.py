@@ -20,8 +20,10 @@ share the port (SO_REUSEPORT), each serving this implementation with the threade
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import inspect
+import logging
 import os
 import signal
 import sys
@@ -29,9 +31,10 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 from srpc_core import protocol, workers
+from srpc_core.async_streams import AsyncStreamChannel
 from srpc_core.auth import Authenticator
 from srpc_core.config import Config, load_config, resolve_host
 from srpc_core.dispatcher import Call, Dispatcher
@@ -49,18 +52,37 @@ from srpc_core.signals import STOP_SIGNALS, stop_on_signals
 from srpc_core.streams import identify_protocol
 from srpc_core.transport import AsyncChannel, AsyncListener, Endpoint, Listener
 
+log = logging.getLogger("srpc")
+
 #: Threads that run plain (not ``async def``) methods on the asyncio server.
 DEFAULT_THREADS = 32
 
 
 class _Peer:
-    """One connection of the asyncio server: its calls running, and its reader."""
+    """One connection of the asyncio server: its calls running, and its reader.
+
+    Calls in flight are bounded by `slots` on the general road (the reader waits for one);
+    a stream channel's messages come from the event loop's callback (`Server._read_stream`),
+    which cannot wait, so there the channel is held while `running` is at `limit`.
+    """
 
     def __init__(self, channel: AsyncChannel, max_in_flight: int) -> None:
         self.channel = channel
         self.slots = asyncio.Semaphore(max_in_flight)
+        self.limit = max_in_flight
+        self.running = 0
+        self.stream = isinstance(channel, AsyncStreamChannel)
         self.tasks: set[asyncio.Task[None]] = set()
         self.reader: asyncio.Task[None] | None = None
+        self.reading = True  # (a stream channel: False once its reader ended)
+
+    def call_ended(self) -> None:
+        if not self.stream:
+            self.slots.release()
+            return
+        self.running -= 1
+        if self.running == self.limit - 1 and self.reading:
+            cast(AsyncStreamChannel, self.channel).release()
 
 
 class Server:
@@ -355,7 +377,8 @@ class Server:
         serving_peer(channel.address)  # this task's context, and its calls' (they copy it)
         peer = _Peer(channel, self.config.max_in_flight)
         self._peers.add(peer)
-        reader = peer.reader = asyncio.get_running_loop().create_task(self._read(peer))
+        read = self._read_stream(peer) if peer.stream else self._read(peer)
+        reader = peer.reader = asyncio.get_running_loop().create_task(read)
         try:
             await asyncio.wait([reader])
             if peer.tasks:  # the peer left or the server stops: calls in flight still answer
@@ -374,15 +397,7 @@ class Server:
             try:
                 message = await channel.receive()
             except OversizedFrameError as exc:
-                foreign = identify_protocol(exc.header)
-                text = (
-                    f"this is an srpc server at {self.address}; the client speaks {foreign}"
-                    if foreign is not None
-                    else f"a {exc.size}-byte message exceeds max_message_bytes "
-                    f"({self.config.max_message_bytes})"
-                )
-                code = protocol.Code.MISMATCH if foreign else protocol.Code.TOO_LARGE
-                await self._send(peer, protocol.control_error(text, code))
+                await self._send(peer, self._refusal(exc))
                 return  # the unread body makes the connection unusable
             except (TransportError, OSError):
                 return
@@ -396,6 +411,65 @@ class Server:
             task = loop.create_task(self._run(peer, call))
             peer.tasks.add(task)
             task.add_done_callback(peer.tasks.discard)
+
+    async def _read_stream(self, peer: _Peer) -> None:
+        """`_read` for a stream channel: every message is taken in the event loop's callback
+        that parsed it (`AsyncStreamChannel.deliver`), with no task woken per message."""
+        channel = cast(AsyncStreamChannel, peer.channel)
+        ended: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+
+        # The loop calls `take` in its own context: the connection's (the peer's name, the
+        # request's metadata for observers) is entered for each message, and calls copy it.
+        context = contextvars.copy_context()
+
+        def take(message: bytes) -> None:
+            try:
+                context.run(self._take, peer, message)
+            except Exception as exc:  # a bug must not leave the connection half served
+                log.exception("srpc: serving a message from %s failed", channel.address)
+                end(exc)
+
+        def end(reason: BaseException | None) -> None:
+            if not ended.done():
+                ended.set_result(reason)
+
+        channel.deliver(take, end)
+        try:
+            reason = await ended
+        finally:
+            peer.reading = False
+            channel.hold()  # (cancelled when the server stops: no new calls)
+        if isinstance(reason, OversizedFrameError):
+            await self._send(peer, self._refusal(reason))
+
+    def _take(self, peer: _Peer, message: bytes) -> None:
+        """One message of a stream channel: answered at once, or a call started as a task."""
+        channel = cast(AsyncStreamChannel, peer.channel)
+        call = self.dispatcher.begin(message)
+        if isinstance(call, bytes):
+            try:
+                channel.write(call)
+            except TransportError:
+                pass  # the peer is gone: the channel ends
+            return
+        peer.running += 1
+        if peer.running == peer.limit:
+            channel.hold()  # past max_in_flight: no more messages until one ends
+        task = asyncio.get_running_loop().create_task(self._run(peer, call))
+        peer.tasks.add(task)
+        task.add_done_callback(peer.tasks.discard)
+
+    def _refusal(self, exc: OversizedFrameError) -> bytes:
+        """The control error for a message too large to read (or another protocol's)."""
+        foreign = identify_protocol(exc.header)
+        text = (
+            f"this is an srpc server at {self.address}; the client speaks {foreign}"
+            if foreign is not None
+            else f"a {exc.size}-byte message exceeds max_message_bytes "
+            f"({self.config.max_message_bytes})"
+        )
+        code = protocol.Code.MISMATCH if foreign else protocol.Code.TOO_LARGE
+        return protocol.control_error(text, code)
 
     async def _run(self, peer: _Peer, call: Call) -> None:
         try:
@@ -411,7 +485,7 @@ class Server:
                     )
                 await self._send(peer, response)
         finally:
-            peer.slots.release()
+            peer.call_ended()
 
     async def _send(self, peer: _Peer, message: bytes) -> None:
         try:

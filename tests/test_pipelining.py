@@ -1,9 +1,10 @@
-"""The threaded server answers the pipelined requests of one connection side by side.
+"""Servers answer the pipelined requests of one connection side by side.
 
 The async client sends many calls on one connection; against the threaded server (plain
-methods, ``start()``), a call that waits must not hold up the calls queued behind it, up to
-``max_in_flight`` calls at once per connection. What ran at once is read from what the server
-prints, never guessed from timings; every wait is on an event.
+methods, ``start()``) and the asyncio server (``async def`` methods), a call that waits must not
+hold up the calls queued behind it, up to ``max_in_flight`` calls at once per connection. What
+ran at once is read from what the server prints, never guessed from timings; every wait is on
+an event.
 """
 
 from __future__ import annotations
@@ -84,12 +85,49 @@ class Gate(GateInterface):
 """
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("pipelining")
+ASYNC_IMPLEMENTATION = """\
+import asyncio
+from collections import defaultdict
+
+from gate.gate_interface import GateInterface
+
+
+class Gate(GateInterface):
+    def __init__(self):
+        self.gates = defaultdict(asyncio.Event)
+        self.running = 0
+
+    def _enter(self, name):
+        self.running += 1
+        print(f"{name} running ({self.running} at once)", flush=True)
+        return self.running
+
+    async def wait(self, tag):
+        self._enter(f"wait {tag}")
+        try:
+            await asyncio.wait_for(self.gates[tag].wait(), 30)
+            return tag
+        finally:
+            self.running -= 1
+
+    async def open(self, tag):
+        running = self._enter(f"open {tag}")
+        self.gates[tag].set()
+        self.running -= 1
+        return running
+
+    async def add(self, a, b):
+        return a + b
+"""
+
+
+@pytest.fixture(scope="module", params=["threaded", "asyncio"])
+def project(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    root = tmp_path_factory.mktemp(f"pipelining-{request.param}")
+    implementation = IMPLEMENTATION if request.param == "threaded" else ASYNC_IMPLEMENTATION
     files = {
         "gate/gate_interface.py": INTERFACE,
-        "gate/gate.py": IMPLEMENTATION,
+        "gate/gate.py": implementation,
         "srpc.toml": '[srpc]\nmax_in_flight = 3\ntimeout = 20\n\n[srpc.metrics]\npath = ""\n',
     }
     return make_project(root, "gate", files)
@@ -107,8 +145,9 @@ def client(project: Path, server: ServerProcess) -> object:
     return stubs.SrpcGateAsyncClientStub("127.0.0.1", server.port, config=config)
 
 
-def test_the_threaded_server_serves_this_test(server: ServerProcess) -> None:
-    assert "asyncio" not in server.text()  # plain methods: the threaded server
+def test_the_server_is_the_one_asked_for(server: ServerProcess, project: Path) -> None:
+    asyncio_server = "asyncio" in (project / "gate" / "gate.py").read_text()
+    assert ("asyncio)" in server.text()) == asyncio_server  # plain methods: the threaded one
 
 
 def test_a_call_queued_behind_a_waiting_one_runs_at_once(
