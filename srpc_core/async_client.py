@@ -142,6 +142,16 @@ class _Connection:
     def usable(self) -> bool:
         return self.broken is None and not self.retired and not self.channel.closing()
 
+    def retire(self) -> None:
+        """Send no new calls here (the client opens another connection); the calls pending
+        end here, and the connection closes after the last one."""
+        self.retired = True
+        shared = self.client._shared
+        if shared.connection is self:
+            shared.connection = None
+        if not self.pending:
+            self.close()
+
     def ready(self) -> bool:
         """Usable from this event loop, with a slot free now (for the fast path)."""
         slots = self.client._shared.slots
@@ -252,7 +262,9 @@ class _Connection:
             if ok:
                 return  # a cancel's acknowledgement
             # A control error that names no request: the oldest call's (servers that
-            # cannot name it answer in order).
+            # cannot name it answer in order). The server could not read a request (too
+            # large, another protocol) and closes the connection after it: no new calls on it.
+            self.retire()
             call_id = next(iter(pending), None)
         future = pending.get(call_id) if call_id is not None else None
         if future is None or future.done():

@@ -419,6 +419,22 @@ def test_an_oversized_message_is_refused_from_its_length(limited: ServerProcess)
         assert sock.recv(1) == b""
 
 
+def test_an_oversized_request_costs_that_call_only(
+    limited: ServerProcess, stubs: object, project: Path
+) -> None:
+    """The server refuses a request above its max_message_bytes (4096) and closes that
+    connection: the call gets the refusal, and the client's next calls go on a new one."""
+
+    async def main() -> None:
+        async with client(stubs, limited, project) as calc:  # type: ignore[attr-defined]
+            assert await calc.add(1, 1) == 2
+            with pytest.raises(srpc_core.FrameTooLargeError, match="max_message_bytes"):
+                await calc.block("x" * 8192, 0.0)
+            assert [await calc.add(i, 1) for i in range(5)] == [1, 2, 3, 4, 5]
+
+    asyncio.run(main())
+
+
 def test_a_message_that_stops_halfway_costs_its_connection(
     limited: ServerProcess, stubs: object, project: Path
 ) -> None:
