@@ -13,8 +13,10 @@ Options (``[srpc.nats]``): see `OPTIONS`.
 
 The package: this module (options, the transport, the hook; importable without nats-py),
 `_loop` (the process's background asyncio loop, fork-safe), `_connect` (connecting to NATS,
-credentials and TLS, the clients' shared connections), `channel` (the client side) and
-`listener` (the server side, with flow control).
+credentials and TLS, the clients' shared connections), `channel` (the sync client side),
+`_intake` (the server's queue subscription with flow control and draining, shared by both
+server sides), `listener` (the threaded server side) and `aio` (the native async side: the
+async client's channel and the asyncio server's listener, on the caller's event loop).
 """
 
 from __future__ import annotations
@@ -29,10 +31,13 @@ from srpc_core.errors import ConfigError, MissingDependencyError
 from srpc_core.hookspecs import RegisterTransport, hookimpl
 from srpc_core.options import Option, PluginOptions
 from srpc_core.transport import (
+    AsyncChannel,
+    AsyncListener,
     Channel,
     Endpoint,
     Handler,
     Listener,
+    OnConnection,
     Transport,
     TransportSettings,
 )
@@ -298,6 +303,18 @@ class NatsTransport(Transport):
         from srpc_plugins.nats.listener import NatsListener
 
         return NatsListener(self, self.subject(endpoint.service), handler)
+
+    async def open_async_channel(self, endpoint: Endpoint, timeout: float) -> AsyncChannel:
+        """A channel on the running event loop, with a NATS connection of its own (`aio`)."""
+        from srpc_plugins.nats.aio import AsyncNatsChannel
+
+        return await AsyncNatsChannel.open(self, self.subject(endpoint.service), timeout)
+
+    async def bind_async(self, endpoint: Endpoint, on_connection: OnConnection) -> AsyncListener:
+        """The asyncio server's listener: each request is a connection of one message (`aio`)."""
+        from srpc_plugins.nats.aio import AsyncNatsListener
+
+        return await AsyncNatsListener.bind(self, self.subject(endpoint.service), on_connection)
 
     def connect(self, host: str, port: int, timeout: float) -> Channel:
         """A channel to ``[srpc.nats] subject`` (host and port do not apply)."""
