@@ -331,6 +331,44 @@ def test_a_call_past_its_deadline_is_cancelled_on_the_server(
     asyncio.run(main())
 
 
+def test_stop_drains_calls_waiting_for_a_slot_too(nats_server: NatsServer) -> None:  # noqa: F811
+    # One slot: the first call runs (held), the second waits for the slot. stop() must let
+    # both answer: the one waiting is handed to the core before the listener's close returns.
+    config = make_config(nats_server.url, f"srpc.asynctest.s{next(_subjects)}", max_concurrent=1)
+    service = AsyncMath()
+    running = Running(Server(MathInterface, service, config=config))
+
+    async def main() -> None:
+        async with AsyncClient(MathInterface, config=config) as client:
+            first = asyncio.create_task(client.call("wait", ("first",)))
+            await entered(service.entered)
+            # The second call's send() returns once NATS has seen the request: from then on it
+            # is on its way to the server (the only one), which must not lose it as it stops.
+            channel = client._shared.connection.channel  # type: ignore[union-attr]
+            sent = asyncio.Event()
+            original = channel.send
+
+            async def send(message: bytes) -> None:
+                await original(message)
+                sent.set()
+
+            channel.send = send  # type: ignore[method-assign]
+            second = asyncio.create_task(client.call("wait", ("second",)))
+            await asyncio.wait_for(sent.wait(), WAIT)
+            await asyncio.to_thread(running.server.stop)
+            done, _ = await asyncio.wait([first, second], timeout=0.2)
+            assert not done, done
+            service.release()
+            assert await asyncio.wait_for(first, WAIT) == "first"
+            assert await asyncio.wait_for(second, WAIT) == "second"
+
+    try:
+        asyncio.run(main())
+    finally:
+        service.release()
+        running.stop()
+
+
 # -- no server ---------------------------------------------------------------------------------
 
 

@@ -95,6 +95,9 @@ class Intake:
         self.stopping = False
         self._idle = asyncio.Event()
         self._idle.set()
+        #: Set while no call waits for a slot (every call taken is running or done).
+        self._dispatched = asyncio.Event()
+        self._dispatched.set()
 
     # -- starting ----------------------------------------------------------------------------
 
@@ -154,6 +157,7 @@ class Intake:
             return
         self._waiting.append(msg)
         self._idle.clear()
+        self._dispatched.clear()
         self._dispatch()
 
     def _busy(self) -> bool:
@@ -199,6 +203,8 @@ class Intake:
         while self.started and self._free > 0 and self._waiting:
             self._free -= 1
             self._spawn(self._run_in_slot(self._waiting.popleft()))
+        if not self._waiting:
+            self._dispatched.set()
 
     async def _run_in_slot(self, msg: Any) -> None:
         try:
@@ -272,8 +278,18 @@ class Intake:
             flush=True,
         )
 
-    async def wait_idle(self, timeout: float) -> bool:
-        """Wait until every call taken has answered; False when `timeout` passed first."""
+    async def wait_dispatched(self, timeout: float | None) -> bool:
+        """Wait until no call waits for a slot (each has started running); False when
+        `timeout` (None: no limit) passed first."""
+        try:
+            await asyncio.wait_for(self._dispatched.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def wait_idle(self, timeout: float | None) -> bool:
+        """Wait until every call taken has answered; False when `timeout` (None: no limit)
+        passed first."""
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
         except TimeoutError:

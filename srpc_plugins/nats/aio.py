@@ -58,9 +58,9 @@ answered at once, outside the slots, and never handed on, so a cancel never wait
 calls it would cancel; a NATS restart is survived (reconnect, subscribe again). `close` is the
 first half of the drain: it leaves the queue group (serving what NATS had already matched to
 this server for half a second more), prints how many calls are in flight, and returns once
-every request received is in the core's hands; the core then lets them finish and answer; the
-NATS connection closes when the last has answered (or at the next `close`, which waits for
-that at most ``timeout``).
+every request received is in the core's hands (those waiting for a slot wait for it, within
+``timeout``); the core then lets them finish and answer; the NATS connection closes when the
+last has answered (or at the next `close`, which waits for that at most ``timeout``).
 
 A consequence of the model, from the core's side: a request's connection ends right after the
 request, and the asyncio server gives the calls of a connection that ended ``[srpc] timeout``
@@ -298,7 +298,7 @@ class AsyncNatsChannel(AsyncChannel):
             else:
                 self._deliver(protocol.control_error(text, protocol.Code.TOO_LARGE, call_id))
             return
-        if data[:1] == protocol.CONTROL_PREFIX[:1] and protocol.is_control(data):
+        if protocol.is_control(data):
             data = self._name_the_call(data, request)
         self._deliver(data)
 
@@ -370,7 +370,7 @@ class RequestChannel(AsyncChannel):
 
     async def send(self, message: bytes) -> None:
         if self._closed:
-            raise TransportError(f"the request from {self.address} was already answered")
+            raise TransportError(f"the request on {self.address} is closed")
         reply = self._msg.reply
         if not reply:
             return  # published without a reply subject: nobody to answer
@@ -453,14 +453,20 @@ class AsyncNatsListener(AsyncListener):
             await self._intake.close()
 
     async def _stop_taking(self) -> None:
+        """Leave the queue group; return once every call received is in the core's hands
+        (calls waiting for a slot wait for it, within ``timeout``: the core drains only the
+        connections it has been given)."""
         await self._intake.stop_taking()
         self._intake.announce_stop()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._all_taken.wait(), self._timeout)
+        expires = asyncio.get_running_loop().time() + self._timeout
+        await self._intake.wait_dispatched(self._timeout)
+        left = max(0.0, expires - asyncio.get_running_loop().time())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._all_taken.wait(), left)
 
     async def _close_when_idle(self) -> None:
         try:
-            await self._intake.wait_idle(float("inf"))
+            await self._intake.wait_idle(None)
         finally:
             await self._intake.close()
 
