@@ -107,6 +107,8 @@ async def open_connection(
     connecting.cancel()
     with contextlib.suppress(BaseException):
         await connecting
+    info = getattr(nc, "_server_info", None)  # the NATS server's INFO, if it came
+    auth_required = isinstance(info, dict) and bool(info.get("auth_required"))
     await _close_quietly(nc)
     last = failures[-1] if failures else None
     where = f"NATS at {servers_text(options)}"
@@ -127,6 +129,13 @@ async def open_connection(
             "it most likely refused this side's credentials: check the credentials options of "
             "[srpc.nats] (creds_file, nkey_seed_file, token_env, user_env and password_env) "
             "against the NATS server's configuration"
+        )
+    if auth_required and not sends_credentials and isinstance(last, ConnectionResetError):
+        # The same race without credentials: the INFO said they are required.
+        raise ServerUnavailableError(
+            f"{where} requires credentials and this side sends none (it reset the connection "
+            f"at login: {_describe(last)}): set one of creds_file, nkey_seed_file, token_env, "
+            "or user_env and password_env in [srpc.nats]"
         )
     if last is not None:
         raise ServerUnavailableError(
