@@ -400,6 +400,93 @@ def test_no_server_fails_at_once(config: Config) -> None:
     asyncio.run(main())
 
 
+def test_the_channel_answers_a_late_no_responders_and_names_the_call(
+    nats_server: NatsServer,  # noqa: F811
+) -> None:
+    # What comes through receive(): a "no responders" that came after its send() stopped
+    # waiting (NATS slow or reconnecting) and control errors that name no call. The channel
+    # names the call (its id read with the hello's codec), so only that call is touched.
+    from srpc_core import protocol
+    from srpc_core.errors import SessionError
+
+    class Status:
+        def __init__(self, subject: str, data: bytes, headers: dict[str, str] | None) -> None:
+            self.subject, self.data, self.headers = subject, data, headers
+
+    async def main() -> None:
+        transport = nats_transport(nats_server.url, "srpc.asynctest.nobody")
+        channel = await transport.open_async_channel(Endpoint("", 0, "Nobody"), WAIT)
+        assert isinstance(channel, aio.AsyncNatsChannel)
+        try:
+            hello = protocol.hello("json", "nats", "Nobody")
+            with pytest.raises(ServerUnavailableError, match="no responders"):
+                await channel.send(hello)  # no server: the hello is refused at once
+            request = b'[7,"token","add",[1,2],{}]'
+            inbox = channel._inbox
+            for token, message, reply in [
+                ("late", request, Status(f"{inbox}.late", b"", {"Status": "503"})),
+                ("big", request, Status(f"{inbox}.big", b"x" * (2 << 20), None)),
+                ("plain", request, Status(f"{inbox}.plain", protocol.control_error("no"), None)),
+                ("cancel", protocol.cancel(7, "token"), Status(f"{inbox}.cancel", b"", None)),
+            ]:
+                channel._sent[token] = message
+                if token == "cancel":  # a cancel nobody took: nothing to say
+                    reply.headers = {"Status": "503"}
+                await channel._on_reply(reply)
+            late, big, plain = [await channel.receive() for _ in range(3)]
+            assert late is not None and big is not None and plain is not None
+            for message, code in [
+                (late, protocol.Code.SESSION),
+                (big, protocol.Code.TOO_LARGE),
+                (plain, protocol.Code.MALFORMED),
+            ]:
+                error = protocol.parse_control_error(message)
+                assert (error.code, error.call_id) == (code, 7), error
+            with pytest.raises(SessionError):
+                protocol.raise_control_error(late, channel.address)
+            assert not channel._arrived, "a cancel nobody took was passed on"
+        finally:
+            await channel.close()
+
+    asyncio.run(main())
+
+
+def test_credentials_are_passed_by_the_async_side(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with NatsServer(tmp_path / "auth-nats", token="s3cret-token") as nats:
+        config = make_config(nats.url, "srpc.asynctest.auth", token_env="NT")
+        monkeypatch.setenv("NT", "s3cret-token")
+        running = Running(Server(MathInterface, AsyncMath(), config=config))
+        try:
+
+            async def main() -> None:
+                async with AsyncClient(MathInterface, config=config) as client:
+                    assert await client.call("add", (1, 2)) == 3
+                    assert_native(client)
+                monkeypatch.setenv("NT", "not-it")
+                async with AsyncClient(MathInterface, config=config) as client:
+                    with pytest.raises(ServerUnavailableError, match="credentials"):
+                        await client.call("add", (1, 2))
+
+            asyncio.run(main())
+        finally:
+            running.stop()
+
+
+def test_the_async_client_on_uvloop(config: Config, async_server: Running) -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> None:
+        assert "uvloop" in type(asyncio.get_running_loop()).__module__
+        async with AsyncClient(MathInterface, config=config) as client:
+            results = await asyncio.gather(*(client.call("add", (i, 1)) for i in range(300)))
+            assert results == [i + 1 for i in range(300)]
+            assert_native(client)
+
+    uvloop.run(main())
+
+
 # -- NATS restarts ---------------------------------------------------------------------------
 
 
