@@ -106,6 +106,7 @@ def make_config(url: str, subject: str, timeout: float = 10.0, **nats: Any) -> C
         transport="nats",
         timeout=timeout,
         max_message_bytes=TEST_MAX_PAYLOAD,
+        max_in_flight=256,  # what the server advertises: the async client's calls in flight
         metrics_path="",
         tables={"nats": {"servers": [url], "subject": subject, **nats}},
     )
@@ -189,6 +190,7 @@ def test_hundreds_of_calls_at_once_on_the_asyncio_server(
             results = await asyncio.gather(*(client.call("add", (i, 1)) for i in range(600)))
             assert results == [i + 1 for i in range(600)]
             assert_native(client)
+            assert client._shared.slots is not None and client._shared.slots.limit == 256
 
     asyncio.run(main())
 
@@ -201,6 +203,7 @@ def test_hundreds_of_calls_at_once_on_the_threaded_listener(
             results = await asyncio.gather(*(client.call("add", (i, 2)) for i in range(400)))
             assert results == [i + 2 for i in range(400)]
             assert_native(client)
+            assert client._shared.slots is not None and client._shared.slots.limit == 256
 
     asyncio.run(main())
 
