@@ -29,23 +29,45 @@ Options (``[srpc.zmq]``):
 CURVE is libzmq's; the keys are read and checked by `curve` (every problem is a `ConfigError`
 naming the file and the key) and clients are admitted by pyzmq's ThreadAuthenticator.
 
+The transport has a native async side (`aio`): the async client's channel is one DEALER on
+`zmq.asyncio` carrying many calls at once, and the asyncio server reads the same bound ROUTER
+on its event loop, one connection per client socket, with the limits and CURVE above (on it,
+``max_in_flight`` counts the messages of a connection waiting besides the ``[srpc]
+max_in_flight`` calls it runs; a socket silent for ``idle_timeout`` ends its connection).
+Either side works with the other's sync half (docs/asyncio.md).
+
 See docs/config.md for what these bound, and docs/scaling.md for the arithmetic.
 
 The package: this module (the options, the transport and the hook, importable without pyzmq),
-`channel` (the client side), `server` (the listener), `wire` (the frames they exchange) and
-`curve` (the CURVE keys).
+`channel` (the client side), `server` (the listener), `aio` (the async client side and
+listener), `wire` (the frames they exchange) and `curve` (the CURVE keys).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from srpc_core.errors import ConfigError, MissingDependencyError
 from srpc_core.hookspecs import RegisterTransport, hookimpl
 from srpc_core.options import DEFAULTS_SOURCE, Option, PluginOptions
-from srpc_core.transport import Channel, Handler, Listener, Transport, TransportSettings
+from srpc_core.transport import (
+    AsyncChannel,
+    AsyncListener,
+    Channel,
+    Endpoint,
+    Handler,
+    Listener,
+    OnConnection,
+    Transport,
+    TransportSettings,
+)
+
+if TYPE_CHECKING:
+    import zmq
+
+    from srpc_plugins.zmq.server import BoundFront
 
 INSTALL_HINT = "pip install 'srpclib[zmq]'"
 MAX_WORKERS = 1024
@@ -153,7 +175,8 @@ class ZmqOptions:
 
 
 class ZmqTransport(Transport):
-    """ZeroMQ: a DEALER socket per client channel, a ROUTER and worker threads per server."""
+    """ZeroMQ: a DEALER socket per client channel, a ROUTER and worker threads per server (or
+    the ROUTER read on the event loop: the async side)."""
 
     name = "zmq"
     #: What `srpc plugins` checks for (see docs/plugins.md).
@@ -184,25 +207,10 @@ class ZmqTransport(Transport):
     def listen(self, host: str, port: int, handler: Handler) -> Listener:
         import zmq
 
-        from srpc_plugins.zmq.server import BoundFront, ZmqListener
+        from srpc_plugins.zmq.server import ZmqListener
 
         context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()  # its own: term() on shutdown
-        max_bytes = self.settings.max_message_bytes
-        try:
-            front = BoundFront(
-                context,
-                host,
-                port,
-                max_bytes,
-                high_water_mark=self.options.high_water_mark(max_bytes),
-                handshake_timeout=min(self.options.idle_timeout, self.settings.timeout),
-                idle_timeout=self.options.idle_timeout,
-                queue_bytes=self.options.queue_bytes,
-                curve=self.curve,
-            )
-        except BaseException:
-            context.destroy(linger=0)
-            raise
+        front = self._bind_front(context, host, port)
         return ZmqListener(
             self.settings,
             front,
@@ -212,6 +220,73 @@ class ZmqTransport(Transport):
             self.url(host, front.port),
             max_in_flight=self.options.max_in_flight,
         )
+
+    async def open_async_channel(self, endpoint: Endpoint, timeout: float) -> AsyncChannel | None:
+        """The native async side: one DEALER carrying many calls (`aio.AsyncZmqChannel`),
+        connected and checked as `connect` does (CURVE included)."""
+        from srpc_plugins.zmq.aio import AsyncZmqChannel
+
+        host, port = endpoint.host, endpoint.port
+        return await AsyncZmqChannel.open(
+            host,
+            port,
+            self.url(host, port),
+            self.settings.max_message_bytes,
+            timeout,
+            self.curve,
+        )
+
+    async def bind_async(
+        self, endpoint: Endpoint, on_connection: OnConnection
+    ) -> AsyncListener | None:
+        """The native async side of the server: the ROUTER `listen` binds, read on the running
+        loop; each client socket is one connection (`aio.AsyncZmqListener`)."""
+        import zmq
+
+        from srpc_plugins.zmq.aio import AsyncZmqListener
+
+        context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()  # its own: term() at the end
+        front = self._bind_front(context, endpoint.host, endpoint.port, track_peers=True)
+        settings = self.settings
+        return AsyncZmqListener(
+            front,
+            context,
+            on_connection,
+            self.url(endpoint.host, front.port),
+            max_in_flight=self.options.max_in_flight,
+            running=settings.max_in_flight,
+            max_connections=settings.max_connections,
+            idle_timeout=self.options.idle_timeout,
+        )
+
+    def _bind_front(
+        self,
+        context: zmq.Context[zmq.Socket[bytes]],
+        host: str,
+        port: int,
+        *,
+        track_peers: bool = False,
+    ) -> BoundFront:
+        """The bound ROUTER both server sides read, with every limit of ``[srpc.zmq]``."""
+        from srpc_plugins.zmq.server import BoundFront
+
+        max_bytes = self.settings.max_message_bytes
+        try:
+            return BoundFront(
+                context,
+                host,
+                port,
+                max_bytes,
+                high_water_mark=self.options.high_water_mark(max_bytes),
+                handshake_timeout=min(self.options.idle_timeout, self.settings.timeout),
+                idle_timeout=self.options.idle_timeout,
+                queue_bytes=self.options.queue_bytes,
+                curve=self.curve,
+                track_peers=track_peers,
+            )
+        except BaseException:
+            context.destroy(linger=0)
+            raise
 
 
 @hookimpl

@@ -43,7 +43,7 @@ from srpc_core.errors import (
 )
 from srpc_core.transport import Channel
 from srpc_plugins.zmq.curve import CurveKeys
-from srpc_plugins.zmq.wire import DELIMITER, ms, tcp_endpoint
+from srpc_plugins.zmq.wire import DELIMITER, END, ms, tcp_endpoint
 
 TAG = struct.Struct(">I")
 HANDSHAKE_FAILED = (
@@ -71,111 +71,62 @@ GREETING_PROBE = b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03"
 GREETING_BYTES = 64
 
 
-class ZmqChannel(Channel):
-    """One client connection to a zmq server.
+#: What `ClientSide.handshake_step` makes of a monitor event during the connection.
+CONNECTED, SUCCEEDED, SILENT, WAIT = "connected", "succeeded", "silent", "wait"
 
-    Args:
-        context: the ZeroMQ context to make the socket in.
-        host, port: where the server is.
-        address: the ``zmq://host:port`` URL used in error messages.
-        max_bytes: max_message_bytes; a larger reply is dropped by libzmq before allocation.
-        timeout: seconds to wait for the connection and handshake.
-        curve: this client's CURVE keys and the server's public key, or None (no CURVE).
+
+def client_socket(
+    context: zmq.Context[zmq.Socket[bytes]],
+    host: str,
+    address: str,
+    max_bytes: int,
+    curve: CurveKeys | None,
+) -> zmq.Socket[bytes]:
+    """A client's DEALER, set up as both client sides use it (not connected yet)."""
+    sock = context.socket(zmq.DEALER)
+    sock.linger = 0  # never keep an abandoned request around after close
+    sock.maxmsgsize = max_bytes  # libzmq drops a larger reply before allocating it
+    sock.ipv6 = ":" in host
+    if curve is not None:
+        try:
+            curve.apply_to_client(sock, address)
+        except BaseException:
+            sock.close(linger=0)
+            raise
+    return sock
+
+
+class ClientSide:
+    """What the sync and the async client channels share: reading the monitor's events while
+    connecting, and the errors that say what went wrong.
+
+    Subclasses set `_address` (the ``zmq://`` URL), `_host_port`, `_curve` and `_max_bytes`.
     """
 
-    def __init__(
-        self,
-        context: zmq.Context[zmq.Socket[bytes]],
-        host: str,
-        port: int,
-        address: str,
-        max_bytes: int,
-        timeout: float,
-        *,
-        curve: CurveKeys | None = None,
-    ) -> None:
-        self._address = address
-        self._host_port = (host, port)
-        self._curve = curve
-        self._max_bytes = max_bytes
-        self._tag = 0
-        self._broken = ""  # why the connection is unusable, once it is
-        self._sock = context.socket(zmq.DEALER)
-        self._sock.linger = 0  # never keep an abandoned request around after close
-        self._sock.maxmsgsize = max_bytes
-        self._sock.ipv6 = ":" in host
-        if curve is not None:
-            try:
-                curve.apply_to_client(self._sock, address)
-            except BaseException:
-                self._sock.close(linger=0)
-                raise
-        self._monitor = self._sock.get_monitor_socket(MONITORED_EVENTS)
-        self._poller = zmq.Poller()
-        self._poller.register(self._sock, zmq.POLLIN)
-        self._poller.register(self._monitor, zmq.POLLIN)
-        try:
-            self._connect(tcp_endpoint(host, port), timeout)
-        except BaseException:
-            self.close()
-            raise
+    _address: str
+    _host_port: tuple[str, int]
+    _curve: CurveKeys | None
+    _max_bytes: int
 
-    def request(self, message: bytes, timeout: float) -> bytes:
-        if len(message) > self._max_bytes:
-            raise FrameTooLargeError(
-                f"a {len(message)}-byte message exceeds max_message_bytes ({self._max_bytes})"
+    def handshake_step(self, event: int, value: int, handshaking: bool) -> str:
+        """What a monitor event means while connecting: `SUCCEEDED` (ready), `CONNECTED` (TCP
+        connected, the ZeroMQ handshake under way), `SILENT` (broken off without a reason: ask
+        the server with `_silent_failure`) or `WAIT`; raises for a refusal that says why."""
+        if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            return SUCCEEDED
+        if event == zmq.EVENT_CONNECTED:
+            return CONNECTED
+        if event & DECISIVE_FAILURES:
+            raise self._handshake_failed(event, value)
+        if handshaking and (event & BROKEN_EVENTS or event & HANDSHAKE_FAILED):
+            # Broken off without a reason: a peer that refuses the mechanism may reset the
+            # connection before this side has read its greeting. Ask the server once.
+            return SILENT
+        if event & BROKEN_EVENTS:
+            raise ServerUnavailableError(
+                f"no srpc server at {self._address}: is it running? (connection refused)"
             )
-        self._read_events()
-        if self._broken:
-            raise TransportError(self._broken)
-        self._tag = (self._tag + 1) % 2**32
-        tag = TAG.pack(self._tag)
-        try:
-            self._sock.send_multipart([tag, DELIMITER, message], flags=zmq.NOBLOCK, copy=False)
-        except zmq.Again:  # cannot happen in lockstep use (the queue holds 1000 messages)
-            raise TransportError(f"cannot send to {self._address}: its queue is full") from None
-        return self._await_reply(tag, len(message), monotonic() + timeout, timeout)
-
-    def usable(self) -> bool:
-        """False once the monitor reported the connection broken (the server stopped while
-        this channel was idle): the client then opens a new one before sending anything."""
-        self._read_events()
-        return not self._broken
-
-    def close(self) -> None:
-        if self._sock.closed:
-            return
-        self._sock.disable_monitor()
-        self._monitor.close(linger=0)
-        self._sock.close(linger=0)
-
-    def _connect(self, endpoint: str, timeout: float) -> None:
-        try:
-            self._sock.connect(endpoint)
-        except zmq.ZMQError as exc:
-            raise ServerUnavailableError(f"cannot connect to {self._address}: {exc}") from None
-        deadline = monotonic() + timeout
-        handshaking = False  # TCP connected, the ZeroMQ handshake under way
-        while True:
-            remaining = deadline - monotonic()
-            if remaining <= 0 or not self._monitor.poll(ms(remaining)):
-                raise self._handshake_timeout(handshaking, timeout)
-            message = recv_monitor_message(self._monitor)
-            event = message["event"]
-            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                return
-            if event == zmq.EVENT_CONNECTED:
-                handshaking = True
-            elif event & DECISIVE_FAILURES:
-                raise self._handshake_failed(event, message["value"])
-            elif handshaking and (event & BROKEN_EVENTS or event & HANDSHAKE_FAILED):
-                # Broken off without a reason: a peer that refuses the mechanism may reset the
-                # connection before this side has read its greeting. Ask the server once.
-                raise self._silent_failure(deadline)
-            elif event & BROKEN_EVENTS:
-                raise ServerUnavailableError(
-                    f"no srpc server at {self._address}: is it running? (connection refused)"
-                )
+        return WAIT
 
     def _handshake_failed(self, event: int, value: int) -> AuthenticationError | MismatchError:
         """The error for a handshake the monitor said why it failed (`event`, with `value`: a
@@ -266,6 +217,104 @@ class ZmqChannel(Channel):
             f"no srpc server at {self._address}: connecting timed out after {timeout} s"
         )
 
+    def broken_text(self) -> str:
+        """Why a connection the monitor reported broken is unusable."""
+        return (
+            f"the connection to {self._address} broke: the server stopped, or it "
+            "refused a message larger than its max_message_bytes (or the reply was "
+            f"larger than this client's, {self._max_bytes})"
+        )
+
+
+class ZmqChannel(ClientSide, Channel):
+    """One client connection to a zmq server.
+
+    Args:
+        context: the ZeroMQ context to make the socket in.
+        host, port: where the server is.
+        address: the ``zmq://host:port`` URL used in error messages.
+        max_bytes: max_message_bytes; a larger reply is dropped by libzmq before allocation.
+        timeout: seconds to wait for the connection and handshake.
+        curve: this client's CURVE keys and the server's public key, or None (no CURVE).
+    """
+
+    def __init__(
+        self,
+        context: zmq.Context[zmq.Socket[bytes]],
+        host: str,
+        port: int,
+        address: str,
+        max_bytes: int,
+        timeout: float,
+        *,
+        curve: CurveKeys | None = None,
+    ) -> None:
+        self._address = address
+        self._host_port = (host, port)
+        self._curve = curve
+        self._max_bytes = max_bytes
+        self._tag = 0
+        self._broken = ""  # why the connection is unusable, once it is
+        self._sock = client_socket(context, host, address, max_bytes, curve)
+        self._monitor = self._sock.get_monitor_socket(MONITORED_EVENTS)
+        self._poller = zmq.Poller()
+        self._poller.register(self._sock, zmq.POLLIN)
+        self._poller.register(self._monitor, zmq.POLLIN)
+        try:
+            self._connect(tcp_endpoint(host, port), timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    def request(self, message: bytes, timeout: float) -> bytes:
+        if len(message) > self._max_bytes:
+            raise FrameTooLargeError(
+                f"a {len(message)}-byte message exceeds max_message_bytes ({self._max_bytes})"
+            )
+        self._read_events()
+        if self._broken:
+            raise TransportError(self._broken)
+        self._tag = (self._tag + 1) % 2**32
+        tag = TAG.pack(self._tag)
+        try:
+            self._sock.send_multipart([tag, DELIMITER, message], flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:  # cannot happen in lockstep use (the queue holds 1000 messages)
+            raise TransportError(f"cannot send to {self._address}: its queue is full") from None
+        return self._await_reply(tag, len(message), monotonic() + timeout, timeout)
+
+    def usable(self) -> bool:
+        """False once the monitor reported the connection broken (the server stopped while
+        this channel was idle): the client then opens a new one before sending anything."""
+        self._read_events()
+        return not self._broken
+
+    def close(self) -> None:
+        if self._sock.closed:
+            return
+        self._sock.disable_monitor()
+        self._monitor.close(linger=0)
+        self._sock.close(linger=0)
+
+    def _connect(self, endpoint: str, timeout: float) -> None:
+        try:
+            self._sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            raise ServerUnavailableError(f"cannot connect to {self._address}: {exc}") from None
+        deadline = monotonic() + timeout
+        handshaking = False  # TCP connected, the ZeroMQ handshake under way
+        while True:
+            remaining = deadline - monotonic()
+            if remaining <= 0 or not self._monitor.poll(ms(remaining)):
+                raise self._handshake_timeout(handshaking, timeout)
+            message = recv_monitor_message(self._monitor)
+            step = self.handshake_step(message["event"], message["value"], handshaking)
+            if step == SUCCEEDED:
+                return
+            if step == CONNECTED:
+                handshaking = True
+            elif step == SILENT:
+                raise self._silent_failure(deadline)
+
     def _await_reply(self, tag: bytes, sent_bytes: int, deadline: float, timeout: float) -> bytes:
         while True:
             remaining = deadline - monotonic()
@@ -275,6 +324,9 @@ class ZmqChannel(Channel):
             if self._sock in events:
                 frames = self._sock.recv_multipart()
                 if len(frames) == 3 and frames[0] == tag and frames[1] == DELIMITER:
+                    if frames[2] == END:  # the (async) server ended this connection
+                        self._broken = f"the server at {self._address} closed the connection"
+                        raise TransportError(f"{self._broken}; the request was {sent_bytes} bytes")
                     return frames[2]
                 continue  # a late reply to a call that timed out: not ours any more
             self._read_events()
@@ -288,20 +340,22 @@ class ZmqChannel(Channel):
         while self._monitor.poll(0):
             event = recv_monitor_message(self._monitor)["event"]
             if event & BROKEN_EVENTS:
-                self._broken = (
-                    f"the connection to {self._address} broke: the server stopped, or it "
-                    "refused a message larger than its max_message_bytes (or the reply was "
-                    f"larger than this client's, {self._max_bytes})"
-                )
+                self._broken = self.broken_text()
 
 
 __all__ = [
     "BROKEN_EVENTS",
+    "CONNECTED",
     "DECISIVE_FAILURES",
     "GREETING_BYTES",
     "GREETING_PROBE",
     "HANDSHAKE_FAILED",
     "MONITORED_EVENTS",
+    "SILENT",
+    "SUCCEEDED",
     "TAG",
+    "WAIT",
+    "ClientSide",
     "ZmqChannel",
+    "client_socket",
 ]

@@ -263,8 +263,14 @@ class BoundFront:
         idle_timeout: float = 300.0,
         queue_bytes: int = 16 * 1024 * 1024,
         curve: CurveKeys | None = None,
+        track_peers: bool = False,
     ) -> None:
         self._curve = curve
+        #: With `track_peers` (the async listener): the connection (file descriptor) each
+        #: peer's last message came on, and the peers whose connection the monitor saw end.
+        self.track_peers = track_peers
+        self._peer_fds: dict[int, bytes] = {}
+        self.disconnected: list[bytes] = []
         self.socket = context.socket(zmq.ROUTER)
         self.socket.linger = LINGER_MS
         self.socket.maxmsgsize = max_bytes  # libzmq drops a larger request before allocating
@@ -286,7 +292,9 @@ class BoundFront:
             curve.apply_to_server(self.socket)
             self._auth = curve.start_authenticator(context)  # before bind: no unchecked client
         #: Reports failed handshakes (plaintext against CURVE, unknown keys, not ZeroMQ).
-        self.monitor = self.socket.get_monitor_socket(HANDSHAKE_FAILED)
+        self.monitor = self.socket.get_monitor_socket(
+            HANDSHAKE_FAILED | (zmq.EVENT_DISCONNECTED if track_peers else 0)
+        )
         endpoint = tcp_endpoint(host, port)
         try:
             self.socket.bind(endpoint)
@@ -312,7 +320,12 @@ class BoundFront:
         requests: list[Request] = []
         for _ in range(room):
             try:
-                frames = self.socket.recv_multipart(zmq.NOBLOCK)
+                if self.track_peers:
+                    parts = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                    frames = [part.bytes for part in parts]
+                    self._peer_fds[parts[-1].get(zmq.SRCFD)] = frames[0]
+                else:
+                    frames = self.socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 break
             request = split_client_request(frames)
@@ -391,6 +404,11 @@ class BoundFront:
         """Read the monitor: log failed handshakes, one line per kind per WARN_INTERVAL."""
         while self.monitor.poll(0):
             message = recv_monitor_message(self.monitor)
+            if message["event"] == zmq.EVENT_DISCONNECTED:  # (asked for with track_peers)
+                peer = self._peer_fds.pop(message["value"], None)
+                if peer is not None:
+                    self.disconnected.append(peer)
+                continue
             kind = self._handshake_failure(message["event"], message["value"])
             self._refused[kind] = self._refused.get(kind, 0) + 1
             now = monotonic()

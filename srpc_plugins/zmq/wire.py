@@ -9,6 +9,18 @@ an empty delimiter. The server's ROUTER socket sees ``[peer id, tag, b"", messag
 answers with the same frames before the message: the *envelope*, which it never interprets.
 A message of any other shape is refused.
 
+Tags: a lockstep client (the sync `channel.ZmqChannel`, one request out at a time) sends
+4-byte tags (`LOCKSTEP_TAG_BYTES`); the async client's channel (`aio.AsyncZmqChannel`, many
+requests out at once) sends 8-byte tags. The threaded server echoes every envelope. The async
+listener (`aio.AsyncZmqListener`) answers a lockstep client under the last tag it sent (its
+one request's) and a multiplexing client under an empty tag: it cannot tell which request an
+answer is for (the client matches answers to calls by the ids inside the messages).
+
+An empty message (`END`) from the async listener ends the connection: ZeroMQ cannot close one
+peer's connection, so when the server ends one (the peer was idle for ``idle_timeout``, the
+server stops) it says so, and the client's channel ends as a closed TCP connection would (an
+srpc message is never empty).
+
 (The ZeroMQ broker's credit protocol, ``READY``/``CALL``/``REPLY``/``BYE`` between servers and
 ``srpc broker``, is retired with the broker: many servers of a service run on NATS.)
 """
@@ -19,6 +31,10 @@ DELIMITER = b""
 #: What a server's ROUTER receives from a client, exactly: peer id, tag, delimiter, message.
 #: A message of any other shape is refused (nothing in it is looked at).
 REQUEST_FRAMES = 4
+#: The message by which the async listener ends a peer's connection.
+END = b""
+#: The length of a lockstep client's tags (a 4-byte big-endian request counter).
+LOCKSTEP_TAG_BYTES = 4
 
 
 def split_client_request(frames: list[bytes]) -> tuple[list[bytes], bytes] | None:
@@ -45,6 +61,8 @@ def tcp_endpoint(host: str, port: int) -> str:
 
 __all__ = [
     "DELIMITER",
+    "END",
+    "LOCKSTEP_TAG_BYTES",
     "REQUEST_FRAMES",
     "ms",
     "split_client_request",
