@@ -567,22 +567,25 @@ class AsyncClient(_BaseClient):
                 self._cancel_later(connection, call_id)
             raise
         except SessionError:
-            self._retire()  # as `_call_within`: a fresh hello, and one more try
-            deadline = Deadline.until(expires, timeout, spec.name, self.address)
-            ok, value = await self._call_within(spec, args, {}, None, deadline, False)
+            self._retire()  # as `_call_within`: a fresh hello, and one more try (below)
+            retry: bool | None = False
         except ServerUnavailableError:
             raise
         except TransportError as exc:
             if not spec.idempotent:
                 raise self._outcome_unknown(spec, exc) from None
-            deadline = Deadline.until(expires, timeout, spec.name, self.address)
-            ok, value = await self._call_within(spec, args, {}, None, deadline)
+            retry = True  # sent again (below)
+        else:
+            retry = None
         finally:
             connection.expiries.pop(call_id, None)
             pending.pop(call_id, None)
-            slots.release()
+            slots.release()  # before any retry, which takes a slot of its own
             if connection.retired and not pending:
                 connection.close()
+        if retry is not None:
+            deadline = Deadline.until(expires, timeout, spec.name, self.address)
+            ok, value = await self._call_within(spec, args, {}, None, deadline, retry)
         if ok:
             return value if type(value) in plan.result_types else plan.result_from_wire(value)
         self._raise_error(value)

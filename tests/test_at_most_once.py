@@ -5,6 +5,7 @@ real server process cuts the connection at chosen points; the server counts what
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import struct
 import threading
@@ -15,6 +16,7 @@ import pytest
 from support import ServerProcess, import_interface, make_project
 
 import srpc_core
+from srpc_core import protocol
 
 INTERFACE = """\
 from abc import ABC, abstractmethod
@@ -83,6 +85,11 @@ class CuttingProxy:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.replies_to_drop = 0  # replies (after the hello reply) to swallow, cutting the link
+        #: The connection (1: the first accepted) whose requests are all refused, as a server
+        #: restarted with other settings refuses the sessions of before; 0: none.
+        self.refuse_connection = 0
+        self.refused = 0
+        self.accepted = 0
         self.close_when_idle = threading.Event()
         self.closed_idle = threading.Event()
         self.lock = threading.Lock()
@@ -95,14 +102,19 @@ class CuttingProxy:
             except OSError:
                 return
             upstream = socket.create_connection(("127.0.0.1", self.server_port))
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            self.accepted += 1
+            threading.Thread(
+                target=self._pump, args=(client, upstream, self.accepted), daemon=True
+            ).start()
 
-    def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
+    def _pump(self, client: socket.socket, upstream: socket.socket, number: int) -> None:
         with client, upstream:
             while True:
                 request = _read_frame(client)
                 if request is None:
                     return
+                if number == self.refuse_connection and self._refuse(client, request):
+                    continue  # not forwarded: nothing ran
                 upstream.sendall(request)
                 reply = _read_frame(upstream)
                 if reply is None:
@@ -119,6 +131,18 @@ class CuttingProxy:
                     client.shutdown(socket.SHUT_RDWR)
                     self.closed_idle.set()
                     return
+
+    def _refuse(self, client: socket.socket, request: bytes) -> bool:
+        """Answer `request` with a ``session`` control error (as a server restarted with other
+        settings does) if asked to, instead of forwarding it."""
+        if request[4:9] == b"\x00srpc":
+            return False  # control messages (the hello, cancels) pass
+        call_id = json.loads(request[4:])[0]
+        error = protocol.control_error("unknown session", protocol.Code.SESSION, call_id)
+        client.sendall(struct.pack(">I", len(error)) + error)
+        with self.lock:
+            self.refused += 1
+        return True
 
     def close(self) -> None:
         self.listener.close()
@@ -192,6 +216,27 @@ def test_the_async_client_runs_a_call_at_most_once_too(
         assert _lines(server, "balances.log") == 2
 
     asyncio.run(main())
+
+
+def test_async_calls_refused_for_their_session_are_sent_again_without_deadlock(
+    payments: tuple[ServerProcess, CuttingProxy],
+) -> None:
+    """Every call in flight (more than the slots) is refused for its session at once: each
+    one is sent once more on a new connection, after giving up its slot."""
+    server, proxy = payments
+    interface = import_interface(server.project, "payments")
+
+    async def main() -> list[int]:
+        async with srpc_core.AsyncClient(interface, "127.0.0.1", proxy.port, timeout=10) as client:
+            assert await client.call("charge", ("first",)) == 1  # open: the fast path from here
+            proxy.refuse_connection = proxy.accepted  # that connection's server "restarted"
+            slots = client._shared.slots
+            assert slots is not None and slots.limit < 24
+            return list(await asyncio.gather(*(client.call("balance") for _ in range(24))))
+
+    counts = asyncio.run(main())
+    assert sorted(counts) == list(range(1, 25))  # each ran once, after its refusal
+    assert proxy.refused >= 1
 
 
 def test_a_connection_closed_while_idle_is_replaced_before_sending(
