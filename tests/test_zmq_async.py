@@ -205,7 +205,7 @@ def test_hundreds_of_calls_against_the_threaded_zmq_server(
             (plain_project / "gate").touch()
             assert await calls == [i * 2 for i in range(COUNT)]
             assert shared.bridge is None
-            assert shared.connection.channel._cap == 8  # learned from the refusals
+            assert shared.connection.channel._cap is not None  # learned from a refusal
 
     asyncio.run(main())
     assert "srpc zmq" not in threaded_server.text()  # nothing refused as malformed

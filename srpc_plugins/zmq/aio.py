@@ -306,7 +306,7 @@ class PeerChannel(AsyncChannel):
 
     def put(self, tag: bytes, message: bytes) -> bool:
         """Queue a message of the peer; False (refuse it) when the peer is at its limits."""
-        if len(self._waiting) >= self._listener.max_waiting:  # (each at most max_message_bytes)
+        if self.full():  # (each message at most max_message_bytes)
             return False
         self._tag = tag if len(tag) == LOCKSTEP_TAG_BYTES else b""
         self._waiting.append(message)
@@ -314,6 +314,10 @@ class PeerChannel(AsyncChannel):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
         return True
+
+    def full(self) -> bool:
+        """Whether the next message of the peer would be refused (`put`)."""
+        return len(self._waiting) >= self._listener.max_waiting
 
     def end(self, gone: bool = False) -> None:
         """No more messages for this channel; `gone`: the peer's connection is gone too."""
@@ -385,6 +389,7 @@ class AsyncZmqListener(AsyncListener):
         self._peers: dict[bytes, PeerChannel] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._polling: asyncio.Future[Any] | None = None
+        self._woken = False
         self._closing = False
         self._shut = False
         self._reader = asyncio.get_running_loop().create_task(self._read())
@@ -394,24 +399,40 @@ class AsyncZmqListener(AsyncListener):
         poller = zmq.asyncio.Poller()
         poller.register(front.socket, zmq.POLLIN)
         poller.register(front.monitor, zmq.POLLIN)
+        progress = False  # the last flush sent answers: watch for room (POLLOUT) again
         while True:
             wait = FLUSH_RETRY if front.waiting else SERVING_POLL
+            # A ROUTER with ROUTER_MANDATORY is writable while a peer's queue has room; while
+            # the last flush made progress, wake when it does (else retry every FLUSH_RETRY,
+            # so that another peer with room does not keep the loop spinning).
+            room = zmq.POLLOUT if front.waiting and progress else 0
+            poller.register(front.socket, zmq.POLLIN | room)
             polling = self._polling = cast("asyncio.Future[Any]", poller.poll(ms(wait)))
             try:
                 await polling
             finally:
                 self._polling = None
+            if self._woken:
+                # Woken by `send`: the poller lets go of the socket's descriptor in callbacks
+                # queued behind this task; let them run before the next poll watches it again.
+                self._woken = False
+                await asyncio.sleep(0)
             front.note_handshakes()
             while front.disconnected:  # the client closed its socket, or libzmq dropped it
                 self._gone(front.disconnected.pop())
             if front.waiting:
+                before = front.queued
                 for peer in front.flush():
                     self._gone(peer)
+                progress = front.queued < before
             try:
                 requests = front.read(READ_BATCH)
             except zmq.ZMQError:  # closed under us
                 return
             for envelope, message in requests:
+                channel = self._peers.get(envelope[0])
+                if channel is not None and channel.full():
+                    await asyncio.sleep(0)  # its reader may take what waits: refuse only then
                 self._deliver(envelope, message)
             if len(requests) == READ_BATCH:
                 await asyncio.sleep(0)  # let the calls run before reading on
@@ -468,6 +489,7 @@ class AsyncZmqListener(AsyncListener):
         # A send may have taken the socket's read event: let the reader look again.
         polling = self._polling
         if polling is not None and not polling.done() and self._front.socket.poll(0):
+            self._woken = True
             polling.set_result([])
         return sent
 

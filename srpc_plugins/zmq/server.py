@@ -353,6 +353,11 @@ class BoundFront:
     def waiting(self) -> bool:
         return bool(self._outbox)
 
+    @property
+    def queued(self) -> int:
+        """How many answers wait in the outbox."""
+        return sum(len(queue) for queue in self._outbox.values())
+
     def flush(self) -> list[bytes]:
         gone: list[bytes] = []
         for peer in list(self._outbox):
