@@ -75,6 +75,13 @@ class _Peer:
         self.tasks: set[asyncio.Task[None]] = set()
         self.reader: asyncio.Task[None] | None = None
         self.reading = True  # (a stream channel: False once its reader ended)
+        #: The latest deadline of its calls (`time.monotonic`), 0 for none.
+        self.latest = 0.0
+
+    def started(self, call: Call) -> None:
+        expires = call[5]
+        if expires is not None and expires > self.latest:
+            self.latest = expires
 
     def call_ended(self) -> None:
         if not self.stream:
@@ -381,8 +388,11 @@ class Server:
         reader = peer.reader = asyncio.get_running_loop().create_task(read)
         try:
             await asyncio.wait([reader])
-            if peer.tasks:  # the peer left or the server stops: calls in flight still answer
-                await asyncio.wait(list(peer.tasks), timeout=self.config.timeout)
+            if peer.tasks:  # the peer left or the server stops: calls in flight still answer,
+                # each within its caller's deadline (a connection may end as soon as its
+                # request is read: NATS gives every request a connection of its own).
+                patience = max(self.config.timeout, peer.latest - time.monotonic())
+                await asyncio.wait(list(peer.tasks), timeout=patience)
         finally:
             reader.cancel()
             for task in list(peer.tasks):
@@ -408,6 +418,7 @@ class Server:
                 await self._send(peer, call)
                 continue
             await peer.slots.acquire()  # past max_in_flight: stop reading until one ends
+            peer.started(call)
             task = loop.create_task(self._run(peer, call))
             peer.tasks.add(task)
             task.add_done_callback(peer.tasks.discard)
@@ -453,6 +464,7 @@ class Server:
                 pass  # the peer is gone: the channel ends
             return
         peer.running += 1
+        peer.started(call)
         if peer.running == peer.limit:
             channel.hold()  # past max_in_flight: no more messages until one ends
         task = asyncio.get_running_loop().create_task(self._run(peer, call))
