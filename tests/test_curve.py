@@ -208,7 +208,10 @@ def test_plaintext_against_curve_fails_clearly_on_both_sides(
     )
     curve_ledger.server.stop()
     text = curve_ledger.server.text()
-    assert "a plaintext client (this server requires CURVE)" in text, text
+    # (Either "a plaintext client (this server requires CURVE)" or, when the client's libzmq
+    # reset the connection before the server read its greeting, "... (a plaintext client, or
+    # a peer not speaking ZeroMQ?)": the server names the likely cause either way.)
+    assert "a plaintext client" in text, text
 
 
 def test_curve_against_plaintext_fails_clearly_on_both_sides(
@@ -222,7 +225,7 @@ def test_curve_against_plaintext_fails_clearly_on_both_sides(
             )
         assert plain.charges() == []
         plain.server.stop()
-        assert "a CURVE client (this server does not use CURVE)" in plain.server.text()
+        assert "a CURVE client" in plain.server.text()  # (see the test above on the race)
 
 
 def test_without_authorized_keys_any_client_with_the_server_key_may_call(

@@ -440,7 +440,13 @@ class BoundFront:
             return "a CURVE client (this server does not use CURVE)"
         if curve and event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
             return "a failed CURVE handshake (the client has a wrong curve_server_key?)"
-        return "a connection closed during the ZeroMQ handshake (a peer not speaking ZeroMQ?)"
+        # Broken off without a reason: libzmq on a client whose mechanism differs may reset
+        # the connection before this side has read the client's greeting, so say both.
+        other = "a plaintext client" if curve else "a CURVE client"
+        return (
+            f"a connection closed during the ZeroMQ handshake ({other}, or a peer not "
+            "speaking ZeroMQ?)"
+        )
 
     def _refuse(self, frames: list[bytes]) -> None:
         self._note_dropped(malformed=True)
