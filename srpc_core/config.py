@@ -150,6 +150,9 @@ class Config:
     tables: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: Where the settings came from: a file path, or "defaults".
     source: str = DEFAULTS_SOURCE
+    #: The ``[srpc]`` settings srpc.toml or `load_config`'s arguments gave (the others are
+    #: srpc's defaults); None for a `Config` built in code, whose settings all count as given.
+    explicit: frozenset[str] | None = None
 
     def options(self, name: str) -> PluginOptions:
         """The ``[srpc.<name>]`` table (empty when there is none), for its plugin to check.
@@ -210,7 +213,7 @@ def load_config(config: str | os.PathLike[str] | Config | None = None, **overrid
         base = config
     else:
         path = find_config_file(config)
-        base = _read_file(path) if path else Config()
+        base = _read_file(path) if path else Config(explicit=frozenset())
     given = {key: value for key, value in overrides.items() if value is not None}
     for key, value in given.items():
         if key not in SETTINGS:
@@ -221,7 +224,10 @@ def load_config(config: str | os.PathLike[str] | Config | None = None, **overrid
             raise ConfigError(
                 f"argument {key}={value!r} is invalid: expected {SETTINGS[key].describe()}"
             ) from None
-    return dataclasses.replace(base, **given) if given else base
+    if not given:
+        return base
+    explicit = None if base.explicit is None else base.explicit | given.keys()
+    return dataclasses.replace(base, **given, explicit=explicit)
 
 
 def _read_file(path: Path) -> Config:
@@ -266,7 +272,7 @@ def _read_file(path: Path) -> Config:
         values["metrics_path"] = metrics_path
     if "auth" in tables:
         check_auth_table(PluginOptions(tables["auth"], table="srpc.auth", source=str(path)))
-    return Config(**values, tables=tables, source=str(path))
+    return Config(**values, tables=tables, source=str(path), explicit=frozenset(values))
 
 
 def resolve_host(host: str) -> str:

@@ -215,6 +215,9 @@ class Plugins:
             max_connections=config.max_connections,
             idle_timeout=config.idle_timeout,
             max_in_flight=config.max_in_flight,
+            max_message_bytes_given=(
+                config.explicit is None or "max_message_bytes" in config.explicit
+            ),
         )
         return codec, self.transport(config.transport, settings, config.source)
 

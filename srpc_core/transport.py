@@ -85,6 +85,9 @@ class TransportSettings:
             `srpc_core.streams.StreamListener` runs pipelined requests side by side up to it).
         reuse_port: bind with ``SO_REUSEPORT`` so several processes share the port (``[srpc]
             workers``); a transport without it ignores it (the server refuses workers there).
+        max_message_bytes_given: whether srpc.toml (or the code) set `max_message_bytes`;
+            False when it is srpc's default, which a transport whose broker carries less
+            (NATS's ``max_payload``) may lower to what it carries instead of refusing it.
 
     Fields after `timeout` were added in 0.2 with defaults, so code that builds settings the
     v0.1 way keeps working.
@@ -97,6 +100,7 @@ class TransportSettings:
     idle_timeout: float = 300.0
     max_in_flight: int = 16
     reuse_port: bool = False
+    max_message_bytes_given: bool = True
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""`srpc list`, `srpc call`, `srpc ping` through subprocesses against live servers (tcp, zmq),
+"""`srpc list`, `srpc call`, `srpc ping` through subprocesses against live servers (tcp, zmq, nats),
 reflection turned off, the shared secret covering reflection, and a server that never answers.
 """
 
@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from nats_support import NatsServer, nats_config, nats_server  # noqa: F401 (a fixture)
 from support import PYTHON, ServerProcess, child_env, make_project
 
 SHOP_INTERFACE = '''\
@@ -115,13 +116,17 @@ def write_config(path: Path, text: str) -> Path:
 # -- tcp and zmq: list, call, ping ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=["tcp", "zmq"])
+@pytest.fixture(scope="module", params=["tcp", "zmq", "nats"])
 def served(request: pytest.FixtureRequest, shop: Path) -> tuple[Path, str]:
     """A shop server on `transport`; yields the project and the server's URL."""
     transport = request.param
     if transport == "zmq":
         pytest.importorskip("zmq")
-    config = write_config(shop / f"{transport}.toml", f'[srpc]\ntransport = "{transport}"\n')
+    if transport == "nats":  # a real nats-server; the URL names it and the service's subject
+        nats: NatsServer = request.getfixturevalue("nats_server")
+        config = nats_config(shop / "nats.toml", nats.url)
+    else:
+        config = write_config(shop / f"{transport}.toml", f'[srpc]\ntransport = "{transport}"\n')
     server = ServerProcess(shop, "shop", config=config)
     server.start()
     request.addfinalizer(server.stop)
@@ -184,8 +189,15 @@ def test_url_from_config(served: tuple[Path, str], tmp_path: Path) -> None:
     """Without a URL, the address comes from ./srpc.toml; --config picks another file."""
     _, url = served
     transport, _, rest = url.partition("://")
-    host, _, port = rest.rstrip("/").rpartition(":")
-    text = f'[srpc]\ntransport = "{transport}"\nhost = "{host}"\nport = {port}\n'
+    if transport == "nats":  # the NATS server and the service's subject from [srpc.nats]
+        server, _, subject = rest.partition("/")
+        text = (
+            f'[srpc]\ntransport = "nats"\n[srpc.nats]\nservers = ["nats://{server}"]\n'
+            f'subject = "{subject}"\n'
+        )
+    else:
+        host, _, port = rest.rstrip("/").rpartition(":")
+        text = f'[srpc]\ntransport = "{transport}"\nhost = "{host}"\nport = {port}\n'
     write_config(tmp_path / "srpc.toml", text)
     assert srpc(tmp_path, "call", "add", "1", "2").stdout == "3\n"
     other = write_config(tmp_path / "other.toml", text)

@@ -50,6 +50,24 @@ def test_defaults_without_any_file() -> None:
     assert config.source == "defaults"
 
 
+def test_the_config_knows_which_settings_were_given(isolated: Path) -> None:
+    """Transports may treat srpc's defaults differently from chosen values (NATS lowers the
+    default max_message_bytes to its max_payload, but refuses a chosen one above it)."""
+    assert load_config().explicit == frozenset()
+    write(isolated / "srpc.toml", "[srpc]\nport = 6001\nmax_message_bytes = 1024\n")
+    assert load_config().explicit == {"port", "max_message_bytes"}
+    assert load_config(timeout=2).explicit == {"port", "max_message_bytes", "timeout"}
+    assert Config().explicit is None  # built in code: every setting counts as given
+    plugins = get_plugins()
+    _, given = plugins.for_config(load_config())
+    assert given.settings.max_message_bytes_given
+    (isolated / "srpc.toml").unlink()
+    _, default = plugins.for_config(load_config())
+    assert not default.settings.max_message_bytes_given
+    _, coded = plugins.for_config(Config())
+    assert coded.settings.max_message_bytes_given
+
+
 def test_local_file_is_found(isolated: Path) -> None:
     write(isolated / "srpc.toml", "[srpc]\nport = 6001\n")
     config = load_config()

@@ -21,7 +21,12 @@ from support import ServerProcess, import_interface, make_project
 
 from srpc_core.client import Client
 from srpc_core.config import Config
-from srpc_core.errors import CallTimeoutError, ConfigError, ServerUnavailableError
+from srpc_core.errors import (
+    CallTimeoutError,
+    ConfigError,
+    FrameTooLargeError,
+    ServerUnavailableError,
+)
 
 pytest.importorskip("nats", reason="needs nats-py: pip install 'srpclib[nats]'")
 
@@ -237,6 +242,27 @@ def test_max_message_bytes_above_the_nats_max_payload_names_both(
         worker.call("whoami")
     text = str(refused.value)
     assert "max_message_bytes = 16777216" in text and f"max_payload = {8 * 1024 * 1024}" in text
+
+
+def test_without_max_message_bytes_the_nats_max_payload_is_the_limit(
+    project: Path,
+    nats_server: NatsServer,  # noqa: F811
+    hold_dir: Path,
+) -> None:
+    """srpc's default limit (16 MiB) is above this NATS server's max_payload (8 MiB): a
+    srpc.toml that does not set it works, with max_payload as the limit on both sides."""
+    config = project / "default-limit.toml"
+    config.write_text(
+        '[srpc]\ntransport = "nats"\n[srpc.metrics]\npath = ""\n'
+        f'[srpc.nats]\nservers = ["{nats_server.url}"]\n'
+    )
+    with server(project, config, hold_dir) as alone, client(project, config, 20.0) as worker:
+        assert alone.process is not None
+        assert worker.call("whoami") == alone.process.pid
+        with pytest.raises(FrameTooLargeError, match="max_payload"):
+            worker.call("hold", ("x" * (9 * 1024 * 1024),))  # refused before it is sent
+        assert worker.call("whoami") == alone.process.pid
+    assert "holding" not in alone.text()
 
 
 def test_token_authentication_against_nats_server_with_auth(

@@ -26,6 +26,7 @@ from srpc_plugins.nats._loop import background_loop
 if TYPE_CHECKING:
     from nats.aio.client import Client as NatsClient
 
+    from srpc_core.transport import TransportSettings
     from srpc_plugins.nats import NatsOptions
 
 log = logging.getLogger("srpc.nats")
@@ -154,6 +155,23 @@ async def _close_quietly(nc: NatsClient) -> None:
         await asyncio.wait_for(nc.close(), MAX_CONNECT_ATTEMPT)
 
 
+def message_limit(nc: NatsClient, settings: TransportSettings, options: NatsOptions) -> int:
+    """The largest message this side sends or takes: ``[srpc] max_message_bytes``, checked
+    against what the NATS server carries (its ``max_payload``).
+
+    A value srpc.toml set above ``max_payload`` is refused with a `ConfigError` saying what to
+    change; srpc's default (16 MiB, above nats-server's own default of 1 MB) is lowered to
+    ``max_payload`` instead, so that a default setup works.
+    """
+    max_payload = int(nc.max_payload)
+    if settings.max_message_bytes <= max_payload:
+        return settings.max_message_bytes
+    if not settings.max_message_bytes_given:
+        return max_payload
+    check_max_payload(nc, settings.max_message_bytes, options)
+    return settings.max_message_bytes
+
+
 def check_max_payload(nc: NatsClient, max_message_bytes: int, options: NatsOptions) -> None:
     """Refuse a `max_message_bytes` the NATS server would not carry (its ``max_payload``)."""
     max_payload = nc.max_payload
@@ -236,6 +254,7 @@ __all__ = [
     "SharedConnection",
     "acquire_shared",
     "check_max_payload",
+    "message_limit",
     "open_connection",
     "release_shared",
 ]

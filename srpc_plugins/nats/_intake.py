@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from srpc_core import protocol
-from srpc_plugins.nats._connect import check_max_payload, open_connection
+from srpc_plugins.nats._connect import message_limit, open_connection
 
 if TYPE_CHECKING:
     from srpc_plugins.nats import NatsTransport
@@ -113,7 +113,7 @@ class Intake:
             on_reconnect=self._reconnected,
         )
         try:
-            check_max_payload(self.nc, self._max_bytes, transport.options)
+            self._max_bytes = message_limit(self.nc, transport.settings, transport.options)
             self._sub = await self.nc.subscribe(
                 self.subject, queue=self._queue, cb=self._on_message
             )
@@ -232,6 +232,12 @@ class Intake:
         """Answer `msg` on its reply subject (nobody to answer without one). Never raises."""
         if not msg.reply:
             return
+        if len(reply) > self._max_bytes:  # (the core's limit may be above what NATS carries)
+            reply = protocol.control_error(
+                f"the response is {len(reply)} bytes, more than this server's NATS "
+                f"connection carries ({self._max_bytes}: max_message_bytes, max_payload)",
+                protocol.Code.TOO_LARGE,
+            )
         try:
             await self.nc.publish(msg.reply, reply)
         except Exception as exc:  # the connection is gone: the caller times out

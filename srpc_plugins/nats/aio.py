@@ -80,7 +80,7 @@ from typing import TYPE_CHECKING, Any
 from srpc_core import protocol
 from srpc_core.errors import FrameTooLargeError, ServerUnavailableError, TransportError
 from srpc_core.transport import AsyncChannel, AsyncListener, OnConnection
-from srpc_plugins.nats._connect import check_max_payload, open_connection
+from srpc_plugins.nats._connect import message_limit, open_connection
 from srpc_plugins.nats._intake import CLOSE_TIMEOUT, Intake
 
 if TYPE_CHECKING:
@@ -150,10 +150,9 @@ class AsyncNatsChannel(AsyncChannel):
     async def open(cls, transport: NatsTransport, subject: str, timeout: float) -> AsyncNatsChannel:
         """Connect to NATS on the running loop and subscribe to a new inbox, within `timeout`."""
         options = transport.options
-        max_bytes = transport.settings.max_message_bytes
         nc = await open_connection(options, "srpc async client", max(timeout, 0.001))
         try:
-            check_max_payload(nc, max_bytes, options)
+            max_bytes = message_limit(nc, transport.settings, options)
             channel = cls(nc, subject, _address(transport, subject), max_bytes)
             channel._sub = await nc.subscribe(f"{channel._inbox}.*", cb=channel._on_reply)
         except BaseException:
@@ -167,6 +166,11 @@ class AsyncNatsChannel(AsyncChannel):
     async def send(self, message: bytes) -> None:
         if self._closed or self._nc.is_closed:
             raise TransportError(f"the channel to {self.address} is closed")
+        if len(message) > self._max_bytes:  # (NATS would refuse it: nothing is sent)
+            raise FrameTooLargeError(
+                f"the message is {len(message)} bytes, more than {self.address} carries "
+                f"({self._max_bytes}: max_message_bytes, and the NATS server's max_payload)"
+            )
         if self._codec is None and protocol.is_control(message):
             self._learn_codec(message)
         token = str(next(self._tokens))

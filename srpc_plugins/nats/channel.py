@@ -22,7 +22,7 @@ from srpc_core.transport import Channel
 from srpc_plugins.nats._connect import (
     SharedConnection,
     acquire_shared,
-    check_max_payload,
+    message_limit,
     release_shared,
 )
 from srpc_plugins.nats._loop import BackgroundLoop, LoopTimeout, background_loop
@@ -69,7 +69,7 @@ class NatsChannel(Channel):
             address = f"{address}/{subject}"
         channel = cls(loop, shared, nc, subject, address, transport.settings.max_message_bytes)
         try:
-            check_max_payload(nc, transport.settings.max_message_bytes, options)
+            channel._max_bytes = message_limit(nc, transport.settings, options)
         except BaseException:
             channel.close()
             raise
@@ -81,6 +81,11 @@ class NatsChannel(Channel):
 
         if self._closed:
             raise TransportError(f"the channel to {self.address} is closed")
+        if len(message) > self._max_bytes:  # (NATS would refuse it: nothing is sent)
+            raise FrameTooLargeError(
+                f"the request is {len(message)} bytes, more than {self.address} carries "
+                f"({self._max_bytes}: max_message_bytes, and the NATS server's max_payload)"
+            )
         future = self._loop.submit(self._nc.request(self._subject, message, timeout=timeout))
         try:
             # nats-py times the request out itself; the margin covers the hop to its loop.
