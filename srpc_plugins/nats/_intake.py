@@ -197,7 +197,14 @@ class Intake:
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Future[Any]) -> None:
+        # Idle is judged here, once the task is out of the set: judged in the tasks' own
+        # `finally`, two that ended together each saw the other still there, and idle was
+        # never set (stopping then waited `timeout` for nothing).
+        self._tasks.discard(task)
+        self._check_idle()
 
     def _dispatch(self) -> None:
         while self.started and self._free > 0 and self._waiting:
@@ -214,18 +221,15 @@ class Intake:
         finally:
             self._free += 1
             self._dispatch()
-            self._check_idle()
 
     async def _run_control(self, msg: Any) -> None:
         try:
             await self._run(msg)
         except Exception as exc:
             log.warning("srpc: answering a control message on %s failed: %r", self.subject, exc)
-        finally:
-            self._check_idle()
 
     def _check_idle(self) -> None:
-        if not self._tasks - {asyncio.current_task()} and not self._waiting:
+        if not self._tasks and not self._waiting:
             self._idle.set()
 
     async def reply(self, msg: Any, reply: bytes) -> None:
