@@ -493,6 +493,9 @@ class AsyncClient(_BaseClient):
     async def aclose(self) -> None:
         """Close the connections (calls still waiting end with `TransportError`)."""
         shared = self._shared
+        sending = [task for task in shared.background if not task.done()]
+        if sending:  # cancels of calls just cancelled go out first (each within its bound)
+            await asyncio.wait(sending)
         connection, shared.connection = shared.connection, None
         if connection is not None:
             connection.retired = True

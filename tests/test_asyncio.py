@@ -285,8 +285,11 @@ def test_the_event_loop_keeps_running_during_a_call(
             assert ticks == 20 and not slow.done()
             assert await calc.add(20, 1) == 21  # another call passes the waiting one
             slow.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await slow
 
     asyncio.run(main())
+    server.wait_for(re.compile("hang cancelled heartbeat"))  # (the server stops at once)
 
 
 def test_serve_embedded_in_an_asyncio_program_drains_on_sigterm(project: Path) -> None:
