@@ -39,36 +39,12 @@ class _OnNats(TransportConformance):
         # not srpc. Garbage as NATS messages is test_garbage_messages_get_an_answer.
         return None
 
-    # The kit's raw async-listener checks below assume connections: a peer that sends several
-    # messages to one server-side channel, and a server side that can end it. The nats async
-    # listener has none (NATS has no connections: each request is a channel of one message,
-    # srpc_plugins/nats/aio.py says why), and the kit has no switch for that, so these three are
-    # skipped here with the reason; what they stand for is checked in tests/test_nats_async.py.
-
-    def test_async_concurrent_sends_never_interleave(self, listen_host: str) -> None:
-        pytest.skip(
-            "nats: connectionless, each request is a server-side channel of one message, so the "
-            "kit's echo cannot hold messages of one channel until a later one; every NATS "
-            "message is whole by construction (one PUB each); many large requests at once on "
-            "one AsyncChannel: test_nats_async.py::test_large_requests_at_once_come_back_whole"
-        )
-
-    def test_async_receive_ends_when_the_peer_closes(self, listen_host: str) -> None:
-        pytest.skip(
-            "nats: connectionless, a server cannot end a client's channel (the client's "
-            "channel ends when it or its NATS connection closes); a request no server takes "
-            "ends as ServerUnavailableError: test_nats_async.py::test_no_server_fails_at_once"
-        )
-
-    def test_async_listener_close_stops_accepting_and_keeps_connections(
-        self, listen_host: str
-    ) -> None:
-        pytest.skip(
-            "nats: connectionless, the next message of a 'kept' channel is a new request, which "
-            "a closed listener must not take; that close() stops taking calls and lets those in "
-            "flight answer: test_async_shutdown_lets_calls_in_flight_finish and "
-            "test_nats_async.py::test_sigterm_drains_the_asyncio_server"
-        )
+    # NATS has no connections: the async listener hands the core each request as a channel
+    # of one message (srpc_plugins/nats/aio.py says why). The kit skips its three checks of
+    # connection behaviour; what they stand for on NATS is in tests/test_nats_async.py
+    # (test_large_requests_at_once_come_back_whole, test_no_server_fails_at_once,
+    # test_sigterm_drains_the_asyncio_server).
+    connectionless = True
 
 
 class TestNatsTransport(_OnNats):
