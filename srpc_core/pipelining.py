@@ -15,7 +15,8 @@ connection's sends), and a connection runs at most ``max_in_flight`` calls at on
 past that wait in the socket until one ends.
 
 A connection whose calls are quick never sees any of this: each call costs it a clock read and
-a lock. The watchdog's thread runs only while the listener has connections.
+three uncontended lock round trips (its state, twice, and its sends). The watchdog's thread
+runs only while the listener has connections.
 
 Not for TLS connections: OpenSSL does not allow one thread to read a connection while another
 writes it, so TLS connections answer pipelined requests in order (the asyncio server, which
