@@ -302,6 +302,8 @@ def test_token_authentication_against_nats_server_with_auth(
             worker.call("whoami")
 
 
+# Forking a process whose NATS loop thread runs is the point (Python 3.12+ warns about it).
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_gets_its_own_loop_and_connection(
     project: Path, config: Path, hold_dir: Path
 ) -> None:
