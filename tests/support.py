@@ -6,6 +6,7 @@ doubles as the readiness signal (no sleeps, no guessed ports).
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import queue
@@ -210,3 +211,32 @@ def run_client(
         timeout=timeout,
         env=child_env(**(env or {})),
     )
+
+
+#: What a server's test procedure runs to hold a call until the test opens its gate: the FIFO
+#: is opened before `announce` is printed (so the test may open the gate once it sees the
+#: line), then waited on for `limit` seconds at most. Paste it into the implementation's source.
+HOLD_ON_FIFO = """
+def hold_on_fifo(gate, announce, limit=30):
+    import os, select
+    fifo = os.open(gate, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        print(announce, flush=True)
+        return bool(select.select([fifo], [], [], limit)[0])
+    finally:
+        os.close(fifo)
+"""
+
+
+def open_gate(fifo: Path) -> None:
+    """Let every call holding on `fifo` return (none holding: nothing to do)."""
+    try:
+        gate = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # no reader: no call holds
+            return
+        raise
+    try:
+        os.write(gate, b"go")
+    finally:
+        os.close(gate)

@@ -10,6 +10,7 @@ the threaded server and the asyncio one.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -17,7 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import PYTHON, ServerProcess, child_env, make_project, run_client
+from support import (
+    HOLD_ON_FIFO,
+    PYTHON,
+    ServerProcess,
+    child_env,
+    make_project,
+    open_gate,
+    run_client,
+)
 
 OBS_INTERFACE = '''\
 """A service whose calls fail in every way a server counts."""
@@ -41,14 +50,12 @@ class ObsInterface(ABC):
         """Return what no codec carries."""
 
     @abstractmethod
-    def hold(self, started: str, gate: str) -> bool:
-        """Create `started`, then wait until `gate` exists (at most 30 s)."""
+    def hold(self, tag: str, gate: str) -> bool:
+        """Print "holding <tag>", then wait until the FIFO `gate` is written (at most 30 s)."""
 '''
 
-OBS_IMPLEMENTATION = """\
-import os
-import threading
-
+OBS_IMPLEMENTATION = (
+    """\
 from obs.obs_interface import ObsInterface
 
 
@@ -62,15 +69,11 @@ class Obs(ObsInterface):
     def blob(self):
         return object()
 
-    def hold(self, started, gate):
-        open(started, "w").close()
-        waited = threading.Event()
-        for _ in range(3000):
-            if os.path.exists(gate):
-                return True
-            waited.wait(0.01)
-        return False
+    def hold(self, tag, gate):
+        return hold_on_fifo(gate, f"holding {tag}")
 """
+    + HOLD_ON_FIFO
+)
 
 #: The asyncio road: an ``async def`` method makes the server stub use the asyncio server.
 ASYNC_EXTRA = """
@@ -144,13 +147,6 @@ def wait_for_metrics(project: Path, check: Any, timeout: float = 20.0) -> dict[s
         assert time.monotonic() < deadline, f"the metrics never showed it: {rows}"
 
 
-def wait_for_file(path: Path, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.01)  # polling the file the server creates (no sleep stands for an event)
-
-
 #: A client that sends what the stub would refuse, and a request whose deadline has passed.
 RAW_CLIENT = """\
 from srpc_core import protocol
@@ -182,7 +178,7 @@ for _ in range(20):
     except ZeroDivisionError:
         pass
 try:
-    obs.with_options(timeout=0.5).hold({started!r}, {gate!r})
+    obs.with_options(timeout=0.5).hold("late", {gate!r})
 except srpc_core.CallTimeoutError:
     print("timed out")
 """
@@ -195,11 +191,12 @@ def test_failures_are_counted_with_their_types_and_logged(project: tuple[Path, s
         assert raw.returncode == 0, raw.stderr
         assert "'type': 'TypeError'" in raw.stdout and "'type': 'EncodeError'" in raw.stdout
         assert "'type': 'CallTimeoutError'" in raw.stdout
-        started, gate = path / "started", path / "gate"
-        code = STUB_CLIENT.format(port=server.port, started=str(started), gate=str(gate))
-        client = run_client(path, code)
+        gate = path / "gate"
+        os.mkfifo(gate)
+        client = run_client(path, STUB_CLIENT.format(port=server.port, gate=str(gate)))
         assert client.stdout == "timed out\n", client.stderr
-        gate.touch()  # the held call ends now, long after its caller gave up
+        server.wait_for(re.compile("holding late"))
+        open_gate(gate)  # the held call ends now, long after its caller gave up
         rows = wait_for_metrics(path, lambda rows: rows["hold"]["failed"] == 1)
         server.stop()
         log = server.text()
@@ -233,24 +230,25 @@ HOLD_CLIENT = """\
 from srpc_obs_client_stub import SrpcObsClientStub
 
 obs = SrpcObsClientStub("127.0.0.1", {port})
-print(obs.hold({started!r}, {gate!r}))
+print(obs.hold("in-flight", {gate!r}))
 """
 
 
 def test_calls_in_flight(project: tuple[Path, str]) -> None:
     path, implementation = project
     with start(path, implementation) as server:
-        started, gate = path / "started", path / "gate"
-        code = HOLD_CLIENT.format(port=server.port, started=str(started), gate=str(gate))
+        gate = path / "gate"
+        os.mkfifo(gate)
+        code = HOLD_CLIENT.format(port=server.port, gate=str(gate))
         client = subprocess.Popen(
             [PYTHON, "-c", code], cwd=path, env=child_env(), stdout=subprocess.PIPE, text=True
         )
         try:
-            wait_for_file(started)
+            server.wait_for(re.compile("holding in-flight"))
             rows = wait_for_metrics(path, lambda rows: "hold" in rows and rows["hold"]["in_flight"])
             assert rows["hold"]["in_flight"] == 1 and rows["add"]["in_flight"] == 0
         finally:
-            gate.touch()
+            open_gate(gate)
             out, _ = client.communicate(timeout=30)
         assert out == "True\n"
         rows = wait_for_metrics(path, lambda rows: rows["hold"]["ok"] == 1)

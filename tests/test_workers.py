@@ -8,7 +8,6 @@ can never leave a worker behind, even when it fails.
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 import os
 import re
@@ -22,7 +21,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import ServerProcess, child_env, import_interface, make_project, run_client
+from support import (
+    ServerProcess,
+    child_env,
+    import_interface,
+    make_project,
+    open_gate,
+    run_client,
+)
 
 import srpc_core
 from srpc_core import workers
@@ -146,20 +152,6 @@ def pool(project: Path, tmp_path: Path, known_pids: set[int]) -> Iterator[tuple[
     ) as server:
         yield Pool(server, known_pids), release
         open_gate(release)  # a held call (a failing test) may end: the server stops at once
-
-
-def open_gate(fifo: Path) -> None:
-    """Let every call holding on `fifo` return (none holding: nothing to do)."""
-    try:
-        gate = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-    except OSError as exc:
-        if exc.errno == errno.ENXIO:  # no reader: no call holds
-            return
-        raise
-    try:
-        os.write(gate, b"go")
-    finally:
-        os.close(gate)
 
 
 def pids_over_new_connections(interface: type, port: int, want: set[int]) -> set[int]:

@@ -6,6 +6,7 @@ OS; the tests wait on what the server prints, never on time."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 import zmq.auth
-from support import ServerProcess, import_stub_module, make_project, run_client
+from support import HOLD_ON_FIFO, ServerProcess, import_stub_module, make_project, run_client
 from zmq_support import keygen, write_config
 
 import srpc_core
@@ -89,10 +90,8 @@ class Tide(TideInterface):
 """
 
 #: Plain methods only: the server stub runs the threaded zmq server.
-PLAIN_IMPLEMENTATION = """\
-import os
-import time
-
+PLAIN_IMPLEMENTATION = (
+    """\
 from tide.tide_interface import TideInterface
 
 
@@ -101,10 +100,8 @@ class Tide(TideInterface):
         return a + b
 
     def gather(self, value: int, count: int) -> int:
-        # Calls with value < count wait until the test creates the file "gate" (20 s at most).
-        deadline = time.monotonic() + 20
-        while value < count and not os.path.exists("gate") and time.monotonic() < deadline:
-            time.sleep(0.005)
+        if value < count:  # wait until the test writes into the FIFO "gate" (20 s at most)
+            hold_on_fifo("gate", f"gather {value} holding", 20)
         return value * 2
 
     def hang(self, tag: str) -> None:
@@ -116,6 +113,8 @@ class Tide(TideInterface):
     def echo(self, text: str) -> str:
         return text
 """
+    + HOLD_ON_FIFO
+)
 
 COUNT = 300
 
@@ -139,6 +138,7 @@ def async_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def plain_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     project = _project(tmp_path_factory.mktemp("zmq_threaded"), PLAIN_IMPLEMENTATION)
     write_config(project / "srpc.toml", transport="zmq", timeout=10.0)  # defaults: 16 vs 8
+    os.mkfifo(project / "gate")
     return project
 
 
@@ -192,6 +192,10 @@ def test_hundreds_of_calls_against_the_threaded_zmq_server(
     requests the threaded server refuses busy are sent again (nothing ran); no call fails.
     The first 8 calls hold until the gate opens, so the next 8 find the peer at its limit."""
 
+    # Held open read-write, the FIFO keeps what the test writes: once it is written, every
+    # call that waits on it, now or later, sees it.
+    gate = os.open(plain_project / "gate", os.O_RDWR)
+
     async def main() -> None:
         async with client(stubs, threaded_server, plain_project / "srpc.toml") as tide:
             calls = asyncio.gather(*(tide.gather(i, 8) for i in range(COUNT)))
@@ -202,12 +206,15 @@ def test_hundreds_of_calls_against_the_threaded_zmq_server(
             while shared.connection is None or shared.connection.channel._cap is None:
                 assert loop.time() < deadline, "no busy refusal came"
                 await asyncio.sleep(0.005)
-            (plain_project / "gate").touch()
+            os.write(gate, b"go")
             assert await calls == [i * 2 for i in range(COUNT)]
             assert shared.bridge is None
             assert shared.connection.channel._cap is not None  # learned from a refusal
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        os.close(gate)
     assert "srpc zmq" not in threaded_server.text()  # nothing refused as malformed
 
 
